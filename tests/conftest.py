@@ -1,0 +1,54 @@
+"""Shared test helpers: run a module or script under a real ``mpiexec`` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mpiexec_path() -> str | None:
+    """The venv's own mpiexec (Debian's Open MPI launcher does not work with the mpich wheel)."""
+    here = Path(sys.executable).parent / "mpiexec"
+    return str(here) if here.exists() else shutil.which("mpiexec")
+
+
+def _mpi_skip_reason() -> str | None:
+    try:
+        from mpi4py import MPI  # noqa: F401
+    except (ImportError, RuntimeError) as e:
+        return f"no MPI library: {e}"
+    if mpiexec_path() is None:
+        return "no mpiexec found next to the interpreter or on PATH"
+    return None
+
+
+def run_mpi(n: int, args: list[str], timeout: float = 120, cwd: Path | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """``mpiexec -n N python -m mpi4py ARGS`` (ARGS: ``-m module ...`` or ``script.py ...``).
+
+    ``python -m mpi4py`` makes one rank's uncaught exception abort the job instead of hanging it.
+    """
+    reason = _mpi_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [mpiexec_path(), "-n", str(n), sys.executable, "-m", "mpi4py", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO,
+                          env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def mpi():
+    """The ``run_mpi`` launcher as a fixture."""
+    return run_mpi
