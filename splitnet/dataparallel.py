@@ -1,0 +1,318 @@
+"""Data-parallel CNN training with sparsified gradient exchange (seed 003).
+
+    mpiexec -n 2 python -m mpi4py -m splitnet.dataparallel --compressor dynamic \
+        --iterations 950 --out results/dp.jsonl
+
+Iteration t (every rank, same seed, so the same global batch of B samples)::
+
+    shard_r = batch[s_r : s_{r+1}]            contiguous, sizes differ by at most one
+    g_r     = (1/B) sum_{j in shard_r} grad loss_j        so  sum_r g_r = full-batch mean grad
+    (I_r, v_r) = compress_r(g_r)              local rule + local residual (splitnet.compress)
+    Allgatherv (I_r, v_r) for all r;  G = sum_r scatter(I_r, v_r)  in rank order 0..N-1
+    w <- w - lr * G                           identical on every rank, bitwise
+
+With ``--compressor none`` the dense g_r are summed by an allreduce instead (``--allreduce``).
+Dropout masks are drawn per (seed, iteration) for the whole batch, and rank r uses rows
+s_r..s_{r+1}: the masks depend on the global sample position, not on N, so ``none`` on N ranks
+equals single-process full-batch training up to float rounding.
+
+Rows t = 0..T describe the weights w_t (after t updates): test accuracy when measured, and the
+step taken from w_t (loss, threshold, bytes). Row T's exchange is accounted but not applied.
+At snapshot iterations the row also carries histograms of all weights and of rank 0's
+pre-compression vector a = g + r. Rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from splitnet import compress as cz
+from splitnet.data import load_dataset, three_way_split
+from splitnet.model import CNN
+from splitnet.mpi import SUM, abort_on_error, world, wtime
+
+ALLREDUCE = ("mpi", "ring", "tree", "ps")
+DATASETS = ("digits", "mnist", "idx")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="splitnet.dataparallel", description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--data-path", default="", help="IDX directory or .npz for --dataset idx")
+    p.add_argument("--compressor", default="dynamic", help=f"one of {', '.join(cz.COMPRESSORS)}")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=True,
+                   help="accumulate unsent gradients locally (default on)")
+    p.add_argument("--topk-fraction", type=float, default=0.004)
+    p.add_argument("--allreduce", default="mpi", help="dense path: mpi, ring, tree or ps")
+    p.add_argument("--iterations", type=int, default=950)
+    p.add_argument("--batch-size", type=int, default=50, help="global batch, split over ranks")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", default="32,64", help="conv channels c1,c2")
+    p.add_argument("--dense", type=int, default=0, help="dense width (0: 128 digits, 1024 MNIST)")
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--snapshot-iterations", default="0,50,200,550,950",
+                   help="iterations whose rows carry weight/gradient histograms")
+    p.add_argument("--bins", type=int, default=80, help="histogram bins of the snapshots")
+    p.add_argument("--out", default="", help="JSON Lines file (rank 0 writes)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        validate(args)
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def _int_list(name: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"{name}={text!r} must be comma-separated integers") from None
+
+
+def validate(a: argparse.Namespace) -> None:
+    """Check every argument before any work; ValueError names the offending value."""
+    for name, value, allowed in (("--dataset", a.dataset, DATASETS),
+                                 ("--compressor", a.compressor, cz.COMPRESSORS),
+                                 ("--allreduce", a.allreduce, ALLREDUCE)):
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    if a.dataset == "idx" and not Path(a.data_path).exists():
+        raise ValueError(f"--dataset idx needs an existing --data-path, got {a.data_path!r}")
+    if a.allreduce != "mpi" and a.compressor != "none":
+        raise ValueError(f"--allreduce={a.allreduce!r} applies to --compressor none only")
+    for name, v in (("--iterations", a.iterations), ("--batch-size", a.batch_size),
+                    ("--eval-every", a.eval_every), ("--bins", a.bins)):
+        if v < 1:
+            raise ValueError(f"{name}={v} must be >= 1")
+    if not a.lr > 0:
+        raise ValueError(f"--lr={a.lr} must be > 0")
+    if not 0 < a.topk_fraction <= 1:
+        raise ValueError(f"--topk-fraction={a.topk_fraction} must lie in (0, 1]")
+    if not 0 <= a.dropout < 1:
+        raise ValueError(f"--dropout={a.dropout} must lie in [0, 1)")
+    if not 0 < a.test_fraction < 1:
+        raise ValueError(f"--test-fraction={a.test_fraction} must lie in (0, 1)")
+    ch = _int_list("--channels", a.channels)
+    if len(ch) != 2 or min(ch) < 1:
+        raise ValueError(f"--channels={a.channels!r} must be two positive integers, e.g. 32,64")
+    if a.dense < 0:
+        raise ValueError(f"--dense={a.dense} must be >= 0")
+    snaps = _int_list("--snapshot-iterations", a.snapshot_iterations)
+    if any(s < 0 for s in snaps):  # those beyond --iterations are simply never reached
+        raise ValueError(f"--snapshot-iterations={a.snapshot_iterations!r} must be >= 0")
+
+
+def shard_bounds(batch: int, ranks: int) -> np.ndarray:
+    """(N+1,) offsets s_r of contiguous shards; sizes differ by at most one (some may be 0)."""
+    sizes = np.full(ranks, batch // ranks)
+    sizes[: batch % ranks] += 1
+    return np.concatenate([[0], np.cumsum(sizes)])
+
+
+def dropout_keep(seed: int, iteration: int, batch: int, width: int, p: float) -> torch.Tensor:
+    """(B, width) float mask / (1-p) for the whole global batch of one iteration."""
+    # SeedSequence, not hash(): str/tuple hashes are salted per process
+    state = np.random.SeedSequence([seed, iteration, 0xD80]).generate_state(2, np.uint32)
+    gen = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+    return (torch.rand(batch, width, generator=gen) >= p).float() / (1.0 - p)
+
+
+def batch_indices(seed: int, n_train: int, batch: int):
+    """Infinite stream of global batches: a seeded permutation per epoch, identical on all ranks."""
+    rng = np.random.default_rng(seed)
+    pos, perm = n_train, None
+    while True:
+        if pos + batch > n_train:
+            perm, pos = rng.permutation(n_train), 0
+        yield perm[pos: pos + batch]
+        pos += batch
+
+
+def load_data(a):
+    ds = load_dataset(a.dataset, a.data_path, seed=a.seed)
+    sp = three_way_split(ds, 0.5, a.test_fraction, a.seed)  # pretrain|remaining = train
+    (Xtr, ytr), (Xte, yte) = sp.train, sp.test
+    return (torch.from_numpy(Xtr), torch.from_numpy(ytr), torch.from_numpy(Xte),
+            torch.from_numpy(yte), ds.image_shape)
+
+
+def build_model(a, image_shape) -> CNN:
+    torch.manual_seed(a.seed)  # same initial weights on every rank
+    return CNN(image_shape, channels=_int_list("--channels", a.channels),
+               dense=a.dense or None, dropout=a.dropout)
+
+
+def flat_grad(model: nn.Module) -> np.ndarray:
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).numpy().copy()
+
+
+def flat_params(model: nn.Module) -> np.ndarray:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().copy()
+
+
+def set_grad(model: nn.Module, flat: np.ndarray) -> None:
+    t, off = torch.from_numpy(flat), 0
+    for p in model.parameters():
+        p.grad.copy_(t[off: off + p.numel()].view_as(p))
+        off += p.numel()
+
+
+def local_step(model, x, y, batch: int, keep: torch.Tensor) -> float:
+    """Backprop sum_{j in shard} loss_j / B (B = global batch); returns that partial loss."""
+    model.zero_grad(set_to_none=False)
+    if len(y) == 0:  # empty shard (B < N): contributes a zero gradient
+        return 0.0
+    # replace torch's own dropout draw by the batch-global mask (output = input * keep)
+    drop = next(m for m in model.modules() if isinstance(m, nn.Dropout))
+    hook = drop.register_forward_hook(lambda m, inp, out: inp[0] * keep)
+    try:
+        loss = F.cross_entropy(model(x), y, reduction="sum") / batch
+        loss.backward()
+    finally:
+        hook.remove()
+    return float(loss.detach())
+
+
+def exchange_sparse(comm, sent: cz.Sparse) -> tuple[np.ndarray, np.ndarray]:
+    """Allgatherv indices and values; returns (dense sum in rank order, per-rank counts)."""
+    counts = np.array(comm.allgather(sent.count), dtype=np.int64)  # the 4-byte counts
+    displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    idx = np.empty(counts.sum(), np.int32)
+    val = np.empty(counts.sum(), np.float32)
+    comm.Allgatherv(sent.indices, [idx, counts, displs, None])
+    comm.Allgatherv(sent.values, [val, counts, displs, None])
+    parts = [(idx[d: d + c], val[d: d + c]) for d, c in zip(displs, counts, strict=True)]
+    return cz.sum_sparse(parts, sent.size), counts
+
+
+def exchange_dense(comm, g: np.ndarray, algorithm: str) -> tuple[np.ndarray, int | None]:
+    """Dense sum; returns (sum, exact bytes this rank sent or None when MPI's choice)."""
+    if algorithm == "mpi":
+        out = np.empty_like(g)
+        comm.Allreduce(g, out, op=SUM)
+        return out, None
+    from splitnet import collectives  # lazy: only the non-default algorithms need it
+
+    counter = collectives.ByteCounter()
+    return collectives.allreduce(g, algorithm, comm, counter=counter), counter.bytes
+
+
+def histogram(x: np.ndarray, bins: int) -> dict:
+    m = float(np.abs(x).max()) or 1.0
+    counts, _ = np.histogram(x, bins=bins, range=(-m, m))
+    return {"lo": -m, "hi": m, "counts": counts.tolist()}
+
+
+def evaluate(model, X, y) -> float:
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(X).argmax(1) == y).float().mean())
+    model.train()
+    return acc
+
+
+def train(a: argparse.Namespace, comm=None) -> tuple[nn.Module, list[dict]]:
+    """Run the data-parallel loop; returns the model and (on rank 0) the rows."""
+    comm = comm or world()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    torch.set_num_threads(1)
+    Xtr, ytr, Xte, yte, shape = load_data(a)
+    model = build_model(a, shape)
+    n = sum(p.numel() for p in model.parameters())
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    comp = cz.make_compressor(a.compressor, n, a.residual, topk_fraction=a.topk_fraction)
+    width = model.classifier[1].out_features  # the dropout acts on the first dense layer
+    s = shard_bounds(a.batch_size, size)
+    lo, hi = int(s[rank]), int(s[rank + 1])
+    snaps = set(_int_list("--snapshot-iterations", a.snapshot_iterations))
+    batches = batch_indices(a.seed, len(ytr), a.batch_size)
+    rows: list[dict] = []
+    steps = range(a.iterations + 1)
+    if rank == 0 and not a.quiet:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc=f"{a.compressor}{'+r' if a.residual else ''}")
+    for t in steps:
+        row = {"iteration": t}
+        if rank == 0 and (t % a.eval_every == 0 or t == a.iterations):
+            row["test_accuracy"] = evaluate(model, Xte, yte)
+        b = next(batches)[lo:hi]
+        keep = dropout_keep(a.seed, t, a.batch_size, width, a.dropout)[lo:hi]
+        t0 = wtime()
+        loss = local_step(model, Xtr[b], ytr[b], a.batch_size, keep)
+        g = flat_grad(model)
+        sent = comp.compress(g)
+        t1 = wtime()
+        if a.compressor == "none":
+            total, exact = exchange_dense(comm, sent.values, a.allreduce)
+            counts = np.full(size, n)
+            bytes_each = [exact if exact is not None else cz.dense_bytes(n)] * size
+        else:
+            total, counts = exchange_sparse(comm, sent)
+            bytes_each = [cz.sparse_bytes(int(c)) for c in counts]
+        loss = comm.allreduce(loss, op=SUM)  # full-batch mean loss
+        t2 = wtime()
+        if t < a.iterations:
+            set_grad(model, total)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(p.grad, alpha=-a.lr)
+        if rank:
+            continue
+        row.update(threshold=sent.threshold, fraction_sent=float(counts.sum()) / (size * n),
+                   bytes_sent=float(np.mean(bytes_each)), bytes_sent_max=int(max(bytes_each)),
+                   dense_bytes=cz.dense_bytes(n), ring_dense_bytes=cz.ring_allreduce_bytes(n, size),
+                   wire_s=cz.wire_seconds(np.mean(bytes_each)), train_loss=loss,
+                   compute_s=t1 - t0, comm_s=t2 - t1)
+        if t in snaps:
+            row["weights_hist"] = histogram(flat_params(model), a.bins)
+            row["grad_hist"] = histogram(comp.r + sent.to_dense() if a.residual else g, a.bins)
+        rows.append(row)
+    digests = comm.allgather(hashlib.sha256(flat_params(model).tobytes()).hexdigest())
+    if rank == 0:
+        meta = {k: v for k, v in vars(a).items() if k != "quiet"}
+        rows.append({"summary": True, "ranks": size, "n_params": n, **meta,
+                     "replicas_identical": len(set(digests)) == 1,
+                     "final_test_accuracy": rows[-1]["test_accuracy"]})
+    return model, rows
+
+
+def write_rows(rows: list[dict], path: str) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    comm = world()
+    with abort_on_error(comm):
+        _, rows = train(args, comm)
+        if comm.Get_rank() == 0:
+            if args.out:
+                write_rows(rows, args.out)
+            s = rows[-1]
+            mean = np.mean([r["bytes_sent"] for r in rows[:-1]])
+            print(f"{args.compressor} residual={args.residual}: test accuracy "
+                  f"{s['final_test_accuracy']:.4f}, mean bytes/rank/iter {mean:.0f} vs dense "
+                  f"{rows[0]['dense_bytes']} ({rows[0]['dense_bytes'] / mean:.1f}x), "
+                  f"replicas identical: {s['replicas_identical']}")
+
+
+if __name__ == "__main__":
+    main()
