@@ -1,0 +1,151 @@
+"""One experiment, one combination, one call: the pure core the MPI driver distributes.
+
+    prep = prepare(cfg)                 # data, the pretrained net, the baseline (once per job)
+    row  = run_combination(prep, i)     # split i -> train its pieces -> recombine -> evaluate
+
+For ``split.strategy = "exhaustive"`` combination i is ``Space.split_at(i)``; the other strategies
+have one combination (index 0), except ``random``, where index i is the i-th seeded draw.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .combinations import Space, paths
+from .config import Config
+from .data import Splits, load_splits
+from .model import MLP, build_mlp
+from .split import cut_fraction, make_split
+from .subnet import extract, recombine
+from .train import accuracy, derive_seed, train
+
+# a random strategy without an explicit range draws this many splits
+RANDOM_DRAWS = 100
+
+
+@dataclass
+class Prepared:
+    config: Config
+    data: Splits
+    pretrained: MLP
+    pretrained_accuracy: float
+    baseline_accuracy: float
+    paths: list[tuple[int, ...]]
+    space: Space | None
+
+    @property
+    def count(self) -> int:
+        return n_combinations(self.config, self.space)
+
+
+def n_combinations(cfg: Config, space: Space | None = None) -> int:
+    s = cfg.split
+    if s.strategy == "exhaustive":
+        return (space or Space(cfg.model.hidden, s.groups, s.variant)).count
+    return RANDOM_DRAWS if s.strategy == "random" else 1
+
+
+def remaining_order_seed(cfg: Config) -> int:
+    """The data order of the baseline (and of every piece when train.shuffle = "shared")."""
+    return derive_seed(cfg.seed, "remaining")
+
+
+def piece_seed(cfg: Config, combination: int, path) -> int:
+    return derive_seed(cfg.seed, "piece", combination, *path)
+
+
+def pretrain(cfg: Config, data: Splits) -> MLP:
+    sizes = [data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes]
+    net = build_mlp(sizes, cfg.model.activation, seed=derive_seed(cfg.seed, "init"))
+    t = cfg.train
+    train(net, *data.pretrain, epochs=t.pretrain_epochs, batch_size=t.batch_size, lr=t.lr,
+          momentum=t.momentum, seed=derive_seed(cfg.seed, "pretrain"))
+    return net
+
+
+def baseline(cfg: Config, data: Splits, net: MLP) -> float:
+    """The unsplit pretrained net trained on the remaining data with the pieces' budget."""
+    t = cfg.train
+    net = copy.deepcopy(net)
+    train(net, *data.remaining, epochs=t.piece_epochs, batch_size=t.batch_size, lr=t.lr,
+          momentum=t.momentum, seed=remaining_order_seed(cfg))
+    return accuracy(net, *data.test)
+
+
+def prepare(cfg: Config, state: dict | None = None) -> Prepared:
+    """Load data, pretrain (or take ``state``, a broadcast ``net.state_dict()``), baseline."""
+    torch.set_num_threads(1)  # same arithmetic on any rank count; no oversubscription under MPI
+    data = load_splits(cfg.data, cfg.seed)
+    if state is None:
+        net = pretrain(cfg, data)
+    else:
+        sizes = [data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes]
+        net = MLP(sizes, cfg.model.activation)
+        net.load_state_dict(state)
+    s = cfg.split
+    space = Space(cfg.model.hidden, s.groups, s.variant) if s.strategy == "exhaustive" else None
+    return Prepared(cfg, data, net, accuracy(net, *data.test), baseline(cfg, data, net),
+                    paths(s.variant, len(cfg.model.hidden), s.groups), space)
+
+
+def split_of(prep: Prepared, combination: int):
+    cfg = prep.config
+    if not 0 <= combination < prep.count:
+        raise ValueError(f"combination {combination} is outside [0, {prep.count})")
+    if prep.space is not None:
+        return prep.space.split_at(combination)
+    return make_split(cfg.split.strategy, prep.pretrained, cfg.split.groups,
+                      seed=derive_seed(cfg.seed, "split", combination), X=prep.data.pretrain[0])
+
+
+def train_piece(prep: Prepared, split, path, combination: int) -> MLP:
+    cfg, t = prep.config, prep.config.train
+    piece = extract(prep.pretrained, split, path)
+    seed = (remaining_order_seed(cfg) if t.shuffle == "shared"
+            else piece_seed(cfg, combination, path))
+    train(piece, *prep.data.remaining, epochs=t.piece_epochs, batch_size=t.batch_size, lr=t.lr,
+          momentum=t.momentum, seed=seed)
+    return piece
+
+
+def make_row(prep: Prepared, combination: int, split, pieces: list[MLP], seconds: float) -> dict:
+    """Recombine trained pieces (one per path, in ``prep.paths`` order) and evaluate."""
+    cfg = prep.config
+    net = recombine(prep.pretrained, split, prep.paths, pieces, unheld=cfg.split.unheld,
+                    output=cfg.split.output)
+    X_test, y_test = prep.data.test
+    return {
+        "combination": combination,
+        "split": [np.asarray(a).tolist() for a in split],
+        "strategy": cfg.split.strategy,
+        "variant": cfg.split.variant,
+        "groups": cfg.split.groups,
+        "paths": [list(p) for p in prep.paths],
+        "accuracy": accuracy(net, X_test, y_test),
+        "baseline_accuracy": prep.baseline_accuracy,
+        "pretrained_accuracy": prep.pretrained_accuracy,
+        "piece_accuracies": [accuracy(p, X_test, y_test) for p in pieces],
+        "cut_fraction": cut_fraction(prep.pretrained, split),
+        "recombination": {"unheld": cfg.split.unheld, "output": cfg.split.output},
+        "seed": cfg.seed,
+        "piece_seeds": [piece_seed(cfg, combination, p) if cfg.train.shuffle == "per-piece"
+                        else remaining_order_seed(cfg) for p in prep.paths],
+        "config_hash": cfg.hash(),
+        "config": cfg.to_dict(),
+        "seconds": seconds,
+    }
+
+
+def run_split(prep: Prepared, split, combination: int = 0) -> dict:
+    t0 = time.perf_counter()
+    pieces = [train_piece(prep, split, p, combination) for p in prep.paths]
+    return make_row(prep, combination, split, pieces, time.perf_counter() - t0)
+
+
+def run_combination(prep: Prepared, combination: int) -> dict:
+    return run_split(prep, split_of(prep, combination), combination)

@@ -1,0 +1,92 @@
+"""Pieces and recombination: exact invariants against the full net."""
+
+import numpy as np
+import pytest
+import torch
+
+from splitnet.combinations import Space, paths
+from splitnet.model import build_mlp
+from splitnet.split import contiguous_split, random_split
+from splitnet.subnet import coverage, extract, masked_forward, recombine
+
+
+@pytest.fixture
+def net():
+    return build_mlp([5, 6, 7, 4, 3], seed=1)
+
+
+SPLIT_K2 = random_split((6, 7, 4), 2, seed=3)
+
+
+@pytest.mark.parametrize("variant", ["straight", "alternating", "all-paths"])
+@pytest.mark.parametrize("unheld", ["pretrained", "zero"])
+def test_split_then_recombine_without_training_is_identity(net, variant, unheld):
+    P = paths(variant, 3, 2)
+    pieces = [extract(net, SPLIT_K2, p) for p in P]
+    out = recombine(net, SPLIT_K2, P, pieces, unheld=unheld)
+    full_cover = variant != "straight"
+    for a, b in zip(net.parameters(), out.parameters(), strict=True):
+        if unheld == "pretrained" or full_cover:
+            assert torch.equal(a, b)
+    if unheld == "zero" and variant == "straight":  # cross-group weights zeroed, the rest exact
+        W, W2 = net.linears[1].weight, out.linears[1].weight
+        same = torch.as_tensor(SPLIT_K2[1][:, None] == SPLIT_K2[0][None, :])
+        assert torch.equal(W[same], W2[same]) and torch.all(W2[~same] == 0)
+
+
+def test_three_way_mean_is_exact(net):
+    split = random_split((6, 6, 3), 3, seed=0)
+    P = paths("all-paths", 3, 3)
+    net = build_mlp([5, 6, 6, 3, 2], seed=4)
+    out = recombine(net, split, P, [extract(net, split, p) for p in P])
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), out.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("path", paths("all-paths", 3, 2))
+def test_piece_forward_equals_masked_full_net(net, path):
+    x = torch.randn(16, 5, generator=torch.Generator().manual_seed(0))
+    piece = extract(net, SPLIT_K2, path)
+    assert piece.hidden == tuple(int((a == g).sum()) for a, g in zip(SPLIT_K2, path, strict=True))
+    torch.testing.assert_close(piece(x), masked_forward(net, SPLIT_K2, path, x), rtol=0, atol=1e-6)
+
+
+def test_coverage_of_variants(net):
+    straight = coverage(net, SPLIT_K2, paths("straight", 3, 2))
+    for l, c in enumerate(straight):  # exactly the diagonal blocks
+        same = SPLIT_K2[l + 1][:, None] == SPLIT_K2[l][None, :]
+        assert np.array_equal(c, same.astype(int))
+    for c in coverage(net, SPLIT_K2, paths("alternating", 3, 2)):
+        assert np.all(c == 1)  # every hidden-to-hidden weight trained by exactly one piece
+    for c in coverage(net, SPLIT_K2, paths("all-paths", 3, 2)):
+        assert np.all(c >= 1)
+
+
+def test_alternating_covers_every_weight_exactly_once_for_k3():
+    net = build_mlp([4, 6, 6, 6, 2], seed=0)
+    split = Space((6, 6, 6), 3, "alternating").split_at(123)
+    for c in coverage(net, split, paths("alternating", 3, 3)):
+        assert np.all(c == 1)
+
+
+def test_averaging_and_output_modes(net):
+    split = contiguous_split((6, 7, 4), 2)
+    P = paths("straight", 3, 2)
+    pieces = [extract(net, split, p) for p in P]
+    with torch.no_grad():
+        pieces[0].linears[-1].bias.fill_(1.0)
+        pieces[1].linears[-1].bias.fill_(3.0)
+    out = recombine(net, split, P, pieces, unheld="zero", output="rescale")
+    assert torch.allclose(out.linears[-1].bias, torch.full((3,), 2.0))
+    # straight + zeroed cross weights + rescale = the mean of the pieces' logits
+    x = torch.randn(8, 5)
+    mean_logits = torch.stack([p(x) for p in pieces]).mean(0)
+    torch.testing.assert_close(out(x), mean_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_recombine_rejects_bad_options(net):
+    P = paths("straight", 3, 2)
+    pieces = [extract(net, SPLIT_K2, p) for p in P]
+    with pytest.raises(ValueError, match="unheld='mean'"):
+        recombine(net, SPLIT_K2, P, pieces, unheld="mean")
+    with pytest.raises(ValueError, match="1 pieces"):
+        recombine(net, SPLIT_K2, P, pieces[:1])
