@@ -1,0 +1,83 @@
+"""splitnet.dataparallel: sharding, dropout masks, argument errors, a 1-rank run, a 2-rank run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_mpi
+
+from splitnet import dataparallel as dp
+
+REQUIRED = {"iteration", "threshold", "fraction_sent", "bytes_sent", "dense_bytes", "train_loss"}
+TINY = ["--channels", "2,3", "--dense", "8", "--batch-size", "8", "--quiet"]
+
+
+@pytest.mark.parametrize("batch,ranks,expect", [(7, 2, [0, 4, 7]), (8, 2, [0, 4, 8]),
+                                                (3, 4, [0, 1, 2, 3, 3]), (5, 1, [0, 5])])
+def test_shard_bounds_contiguous_and_balanced(batch, ranks, expect):
+    assert dp.shard_bounds(batch, ranks).tolist() == expect
+
+
+def test_dropout_masks_depend_on_seed_and_iteration_only():
+    a = dp.dropout_keep(0, 3, 50, 16, 0.5)
+    np.testing.assert_array_equal(a, dp.dropout_keep(0, 3, 50, 16, 0.5))
+    assert not torch.equal(a, dp.dropout_keep(0, 4, 50, 16, 0.5))
+    assert set(a.unique().tolist()) == {0.0, 2.0}  # kept units scaled by 1/(1-p)
+    assert abs(float(a.mean()) - 1.0) < 0.15
+
+
+def test_batches_cover_each_epoch():
+    it = dp.batch_indices(0, 10, 5)
+    assert sorted(np.concatenate([next(it), next(it)]).tolist()) == list(range(10))
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--compressor", "std3"], "--compressor='std3'"),
+    (["--dataset", "cifar"], "--dataset='cifar'"),
+    (["--iterations", "0"], "--iterations=0"),
+    (["--lr", "-1"], "--lr=-1.0"),
+    (["--topk-fraction", "2"], "--topk-fraction=2.0"),
+    (["--allreduce", "ring", "--compressor", "topk"], "--allreduce='ring'"),
+    (["--channels", "4"], "--channels='4'"),
+    (["--snapshot-iterations", "0,x"], "--snapshot-iterations='0,x'"),
+])
+def test_bad_arguments_exit_with_the_value(argv, needle, capsys):
+    with pytest.raises(SystemExit):
+        dp.parse_args(argv)
+    assert needle in capsys.readouterr().err
+
+
+def test_one_rank_run_writes_rows(tmp_path):
+    out = tmp_path / "r.jsonl"
+    dp.main(TINY + ["--compressor", "std2", "--iterations", "4", "--eval-every", "2",
+                    "--snapshot-iterations", "0,4,99", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    it, summary = rows[:-1], rows[-1]
+    assert [r["iteration"] for r in it] == [0, 1, 2, 3, 4]
+    assert all(REQUIRED <= r.keys() for r in it)
+    assert [r["iteration"] for r in it if "test_accuracy" in r] == [0, 2, 4]
+    assert [r["iteration"] for r in it if "weights_hist" in r] == [0, 4]
+    assert summary["summary"] and summary["ranks"] == 1 and summary["replicas_identical"]
+    assert all(0 < r["fraction_sent"] < 0.2 for r in it)  # 2 sigma sends a few percent
+    assert all(r["bytes_sent"] < r["dense_bytes"] for r in it)
+
+
+@pytest.mark.mpi
+def test_two_ranks_match_single_process_and_stay_identical(tmp_path):
+    out = tmp_path / "dp.jsonl"
+    algo = ["ring"] if importlib.util.find_spec("splitnet.collectives") else []
+    proc = run_mpi(2, ["tests/mpi_scripts/dp_check.py", str(out), *algo], timeout=180)
+    for name in ["none_equals_single_process", "dynamic_replicas_identical",
+                 *(f"none_{a}_equals_single_process" for a in algo)]:
+        assert f"OK {name}" in proc.stdout, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[-1]["ranks"] == 2 and rows[-1]["replicas_identical"]
+    for r in rows[:-1]:
+        assert REQUIRED <= r.keys()
+        # topk 5% of P per rank: 8 bytes an entry + a 4-byte count
+        k = max(1, round(0.05 * rows[-1]["n_params"]))
+        assert r["bytes_sent"] == 8 * k + 4 and r["dense_bytes"] == 4 * rows[-1]["n_params"]
