@@ -113,6 +113,24 @@ def train_piece(prep: Prepared, split, path, combination: int) -> MLP:
     return piece
 
 
+def train_pieces(prep: Prepared, jobs) -> list[tuple[MLP, float]]:
+    """Train pieces ``jobs = [(combination, split, path), ...]``; returns (piece, seconds) each.
+
+    ``train.engine = "loop"`` trains them one by one; ``"batched"`` stacks pieces of equal shape
+    and trains each stack as one batched computation (``splitnet.batched``).
+    """
+    if prep.config.train.engine == "batched":
+        from .batched import train_pieces_batched
+
+        return train_pieces_batched(prep, jobs)
+    out = []
+    for combination, split, path in jobs:
+        t0 = time.perf_counter()
+        piece = train_piece(prep, split, path, combination)
+        out.append((piece, time.perf_counter() - t0))
+    return out
+
+
 def make_row(prep: Prepared, combination: int, split, pieces: list[MLP], seconds: float) -> dict:
     """Recombine trained pieces (one per path, in ``prep.paths`` order) and evaluate."""
     cfg = prep.config
@@ -142,9 +160,9 @@ def make_row(prep: Prepared, combination: int, split, pieces: list[MLP], seconds
 
 
 def run_split(prep: Prepared, split, combination: int = 0) -> dict:
-    t0 = time.perf_counter()
-    pieces = [train_piece(prep, split, p, combination) for p in prep.paths]
-    return make_row(prep, combination, split, pieces, time.perf_counter() - t0)
+    trained = train_pieces(prep, [(combination, split, p) for p in prep.paths])
+    return make_row(prep, combination, split, [p for p, _ in trained],
+                    sum(sec for _, sec in trained))
 
 
 def run_combination(prep: Prepared, combination: int) -> dict:

@@ -1,0 +1,182 @@
+"""The experiment driver: split, train pieces on the ranks, recombine: a row per combination.
+
+    mpiexec -n 4 python -m mpi4py -m splitnet.enumerate --config experiments/digits_8x8.toml
+    python -m splitnet.enumerate                       # embedded default: digits, 1 rank
+    python -m splitnet.enumerate --count --set model.hidden=[10,10]
+
+Rank 0 pretrains once and broadcasts the weights. Combinations are taken in chunks; the pieces
+(combination, path) of a chunk are dealt round-robin over the ranks, trained, all-gathered,
+and each rank recombines and evaluates its share of the chunk's combinations; rank 0 appends the
+rows (flushed, fsynced) and shows progress. Every piece's seed comes from (seed, combination,
+path), so the rows are the same for any number of ranks. A killed run resumes with the same
+command: recorded combinations are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import config as config_mod
+from . import results
+from .experiment import make_row, n_combinations, prepare, split_of, train_pieces
+from .mpi import abort_on_error, world
+
+PIECES_PER_RANK = {"loop": 8, "batched": 512}  # chunk size: pieces each rank trains per chunk
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="python -m splitnet.enumerate", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", metavar="FILE.toml", help="experiment config (default: embedded)")
+    ap.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                    help="override a config key, TOML value, repeatable: --set model.hidden=[4,4]")
+    ap.add_argument("--out", metavar="PATH", help="results file, JSON Lines "
+                    "(default: results/<strategy>-<variant>-h<hidden>-k<groups>-<hash>.jsonl)")
+    ap.add_argument("--start", type=int, default=0, metavar="I", help="first combination index")
+    ap.add_argument("--stop", type=int, metavar="J", help="one past the last combination index")
+    ap.add_argument("--shard", metavar="T/N", help="take the T-th (0-based) of N equal contiguous "
+                    "shards of [start, stop), e.g. --shard $SLURM_ARRAY_TASK_ID/8")
+    ap.add_argument("--chunk", type=int, metavar="C", help="combinations per chunk (default: "
+                    "enough for 8 pieces per rank with the loop engine, 512 with batched)")
+    ap.add_argument("--count", action="store_true", help="print the number of combinations, exit")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap.parse_args(argv)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        t, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r} must look like T/N, e.g. 0/8") from None
+    if n < 1 or not 0 <= t < n:
+        raise ValueError(f"--shard {text}: need 0 <= T < N (T is 0-based)")
+    return t, n
+
+
+def plan(args, cfg) -> tuple[range, Path]:
+    """The combination range and the output path, validated before any training."""
+    count = n_combinations(cfg)
+    stop = count if args.stop is None else args.stop
+    if not 0 <= args.start < count:
+        raise ValueError(f"--start {args.start} is beyond the {count} combinations [0, {count})")
+    if not args.start < stop <= count:
+        raise ValueError(f"--stop {stop} must lie in ({args.start}, {count}]")
+    lo, hi = args.start, stop
+    if args.shard:
+        t, n = parse_shard(args.shard)
+        size = hi - lo
+        lo, hi = lo + size * t // n, lo + size * (t + 1) // n
+    if args.chunk is not None and args.chunk < 1:
+        raise ValueError(f"--chunk {args.chunk} must be >= 1")
+    s = cfg.split
+    hidden = "x".join(map(str, cfg.model.hidden))
+    default = f"results/{s.strategy}-{s.variant}-h{hidden}-k{s.groups}-{cfg.hash()}.jsonl"
+    return range(lo, hi), Path(args.out or default)
+
+
+def check_out(path: Path, cfg) -> set[int]:
+    """Rank 0: the combinations already in ``path`` (resume); refuses another config's rows."""
+    rows = results.read_rows(path)
+    results.check_config(rows, cfg.hash(), path)
+    try:  # fail now, not after pretraining, if the file cannot be written
+        results.open_for_append(path).close()
+    except OSError as e:
+        raise ValueError(f"--out {str(path)!r} is not writable: {e.strerror}") from None
+    return {r["combination"] for r in rows}
+
+
+def setup(argv, comm):
+    """Parse and validate on rank 0; every rank gets the same verdict (no rank left waiting)."""
+    verdict = None
+    if comm.Get_rank() == 0:
+        try:
+            args = parse_args(argv)
+            cfg = config_mod.load(args.config, args.overrides)
+            todo_range, out = plan(args, cfg)
+            if args.count:
+                verdict = ("count", n_combinations(cfg))
+            else:
+                done = check_out(out, cfg)
+                verdict = ("run", (args, cfg, todo_range, out, done))
+        except SystemExit as e:  # argparse: --help, or an unknown flag (already printed)
+            verdict = ("exit", e.code)
+        except ValueError as e:
+            print(f"splitnet.enumerate: error: {e}", file=sys.stderr)
+            verdict = ("exit", 2)
+    return comm.bcast(verdict, root=0)
+
+
+def run(args, cfg, todo_range, out, done, comm) -> int:
+    rank, size = comm.Get_rank(), comm.Get_size()
+    t0 = time.perf_counter()
+    state = None
+    if rank == 0:
+        state = prepare(cfg).pretrained.state_dict()
+    prep = prepare(cfg, comm.bcast(state, root=0))  # the same weights on every rank
+    todo = [c for c in todo_range if c not in done]
+    n_paths = len(prep.paths)
+    chunk = args.chunk or max(1, math.ceil(PIECES_PER_RANK[cfg.train.engine] * size / n_paths))
+    f = results.open_for_append(out) if rank == 0 else None
+    bar = tqdm(total=len(todo_range), initial=len(todo_range) - len(todo), unit="comb",
+               disable=args.quiet or rank != 0, desc=out.name, smoothing=0.05)
+    for lo in range(0, len(todo), chunk):
+        combos = todo[lo:lo + chunk]
+        splits = {c: split_of(prep, c) for c in combos}
+        jobs = [(c, p) for c in combos for p in range(n_paths)]
+        mine = jobs[rank::size]
+        trained = train_pieces(prep, [(c, splits[c], prep.paths[p]) for c, p in mine])
+        pieces = {}
+        for part in comm.allgather([(job, piece.state_dict(), sec)
+                                    for job, (piece, sec) in zip(mine, trained, strict=True)]):
+            for job, sd, sec in part:
+                pieces[job] = (sd, sec)
+        rows = [_row(prep, c, splits[c], pieces) for c in combos[rank::size]]
+        gathered = comm.gather(rows, root=0)
+        if rank == 0:
+            rows = sorted((r for part in gathered for r in part), key=lambda r: r["combination"])
+            results.append_rows(f, rows)
+            bar.update(len(rows))
+    bar.close()
+    if rank == 0:
+        f.close()
+        if not args.quiet:
+            print(f"{len(todo)} combinations in {time.perf_counter() - t0:.1f} s on {size} "
+                  f"rank(s) -> {out}", file=sys.stderr)
+    return 0
+
+
+def _row(prep, combination, split, pieces) -> dict:
+    from .subnet import extract
+
+    trained, seconds = [], 0.0
+    for p, path in enumerate(prep.paths):
+        sd, sec = pieces[(combination, p)]
+        piece = extract(prep.pretrained, split, path)  # the right shape; weights come from sd
+        piece.load_state_dict(sd)
+        trained.append(piece)
+        seconds += sec
+    return make_row(prep, combination, split, trained, seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    comm = world()
+    with abort_on_error(comm):
+        kind, payload = setup(argv, comm)
+        if kind == "exit":
+            return payload or 0
+        if kind == "count":
+            if comm.Get_rank() == 0:
+                print(payload)
+            return 0
+        return run(*payload, comm)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
