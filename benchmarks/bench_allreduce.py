@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from splitnet.collectives import ALGORITHMS, ByteCounter, allreduce, bytes_sent
-from splitnet.costmodel import CostParams, calibrate, predict
+from splitnet.costmodel import CostParams, calibrate, local_rates, predict
 from splitnet.mpi import MPI, world, wtime
 
 FIG = Path(__file__).resolve().parents[1] / "figures"
@@ -79,15 +80,20 @@ def run(args) -> dict:
     size = args.min_bytes
     while size <= args.max_bytes:
         x = np.random.default_rng(rank).standard_normal(size // dtype.itemsize).astype(dtype)
+        gamma, delta = local_rates(comm, size)
+        p = replace(params, gamma=gamma, delta=delta)  # α, β fitted once; γ, δ at this size
         for algorithm in ALGORITHMS:
             sent = counted_bytes(comm, x, algorithm)
             best, med = time_allreduce(comm, x, algorithm)
             rows.append(dict(n_bytes=size, algorithm=algorithm, measured=best, median=med,
-                             predicted=predict(algorithm, n, size, params), max_sent=sent))
+                             predicted=predict(algorithm, n, size, p), max_sent=sent,
+                             gamma=gamma, delta=delta))
             if rank == 0 and args.verbose:
                 print(f"  {size:>10} {algorithm:>5} {best * 1e3:9.3f} ms", flush=True)
         size *= args.step
+    mpich = {k: v for k, v in os.environ.items() if k.startswith("MPIR_CVAR_")}
     return dict(n_ranks=n, dtype=dtype.name, params=params.__dict__, load=[load0, os.getloadavg()],
+                mpich_env=mpich,
                 pingpong=dict(sizes=pp_sizes.tolist(), times=pp_times.tolist()), rows=rows)
 
 
@@ -118,9 +124,10 @@ def header(res: dict) -> str:
     p = CostParams(**res["params"])
     l0, l1 = res["load"]
     return (f"N={res['n_ranks']} ({res['dtype']}): α={p.alpha * 1e6:.2f} µs, "
-            f"β={p.beta * 1e9:.3f} ns/B ({1e-9 / p.beta if p.beta else float('inf'):.2f} GB/s), "
-            f"γ={p.gamma * 1e9:.3f} ns/B, δ={p.delta * 1e9:.3f} ns/B; "
-            f"load avg before {l0[0]:.2f}, after {l1[0]:.2f}")
+            f"β={p.beta * 1e9:.3f} ns/B ({1e-9 / p.beta if p.beta else float('inf'):.2f} GB/s); "
+            f"at 16 MB γ={p.gamma * 1e9:.3f} ns/B, δ={p.delta * 1e9:.3f} ns/B; "
+            f"load avg before {l0[0]:.2f}, after {l1[0]:.2f}"
+            + "".join(f"; {k}={v}" for k, v in res.get("mpich_env", {}).items()))
 
 
 def summary(res: dict, big: int = 1 << 20) -> str:
@@ -146,14 +153,13 @@ def plot(results: list[dict], path: Path) -> None:
                              sharey=True)
     for ax, res in zip(axes[0], results, strict=True):
         n = res["n_ranks"]
-        p = CostParams(**res["params"])
-        sizes = sorted({r["n_bytes"] for r in res["rows"]})
-        grid = np.geomspace(sizes[0], sizes[-1], 100)
         for alg in ALGORITHMS:
-            pts = [(r["n_bytes"], r["measured"]) for r in res["rows"] if r["algorithm"] == alg]
-            ax.loglog(*zip(*pts, strict=True), "o", color=COLORS[alg], label=f"{alg} measured")
-            ax.loglog(grid, [predict(alg, n, g, p) for g in grid], "--", color=COLORS[alg],
-                      lw=1, label=f"{alg} model")
+            rows = [r for r in res["rows"] if r["algorithm"] == alg]
+            sizes = [r["n_bytes"] for r in rows]
+            ax.loglog(sizes, [r["measured"] for r in rows], "o", color=COLORS[alg],
+                      label=f"{alg} measured")
+            ax.loglog(sizes, [r["predicted"] for r in rows], "--", color=COLORS[alg], lw=1,
+                      label=f"{alg} model")
         ax.set_title(f"{n} ranks ({res['dtype']}), load avg {res['load'][0][0]:.1f}")
         ax.set_xlabel("message size per rank (bytes)")
         ax.grid(True, which="major", alpha=0.3)

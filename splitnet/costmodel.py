@@ -14,20 +14,23 @@ K bytes per rank, along the critical path (``splitnet.collectives`` has the sche
 α and β come from a ping-pong between ranks 0 and 1 (one-way time = round trip / 2), fitted by
 least squares on *relative* residuals: an ordinary fit is dominated by the largest messages
 and leaves α (microseconds) at the mercy of their noise (milliseconds). γ and δ are numpy's
-``np.add(out=)`` and ``np.copyto`` throughput on this machine, measured on one rank.
+in-place add and allocate-and-copy throughput, timed on all ranks at once and at the message
+size itself (:func:`local_rates`): they change severalfold between cache- and DRAM-resident
+sizes, which a single constant cannot follow. This model has no term for contention between
+ranks sharing cores (more ranks than cores): it describes ranks that each own a core.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from splitnet.mpi import wtime
+from splitnet.mpi import MPI, wtime
 
 _TAG = 7003
+_MAX = MPI.MAX if MPI is not None else None  # (SerialComm ignores the op)
 
 
 @dataclass(frozen=True)
@@ -109,29 +112,34 @@ def ping_pong(comm, sizes, reps: int = 20, warmup: int = 3) -> np.ndarray:
     return out
 
 
-def local_rates(n_bytes: int = 1 << 24, reps: int = 5) -> tuple[float, float]:
-    """(γ, δ): seconds per byte of numpy's in-place float32 add and of a copy, best of reps.
+def local_rates(comm, n_bytes: int, reps: int = 5) -> tuple[float, float]:
+    """(γ, δ) at this size: seconds per byte of numpy's in-place add and of ``allreduce``'s copy.
 
-    Measured at a size beyond the caches, like the messages the bandwidth terms matter for.
+    Timed on every rank at once (the slowest rank counts), because that is how the algorithms
+    run them: the ranks share the memory bandwidth. The copy includes allocating the result,
+    as ``allreduce`` does. Per size, because the rates change severalfold between messages
+    that fit in the caches and those that do not.
     """
-    a = np.ones(n_bytes // 4, dtype=np.float32)
-    b = np.ones_like(a)
+    k = max(n_bytes // 4, 1)
+    a, b = np.ones(k, dtype=np.float32), np.ones(k, dtype=np.float32)
     t_add, t_copy = math.inf, math.inf
     for _ in range(reps):
-        t0 = time.perf_counter()
+        comm.Barrier()
+        t0 = wtime()
         np.add(a, b, out=a)
-        t1 = time.perf_counter()
-        np.copyto(b, a)
-        t2 = time.perf_counter()
-        t_add, t_copy = min(t_add, t1 - t0), min(t_copy, t2 - t1)
+        t1 = wtime()
+        c = np.array(a, copy=True)
+        t2 = wtime()
+        del c
+        t_add = min(t_add, comm.allreduce(t1 - t0, op=_MAX))
+        t_copy = min(t_copy, comm.allreduce(t2 - t1, op=_MAX))
     return t_add / a.nbytes, t_copy / a.nbytes
 
 
 def calibrate(comm, sizes=None, reps: int = 20) -> tuple[CostParams, np.ndarray, np.ndarray]:
-    """Fit α, β from a ping-pong and γ, δ locally on rank 0; returns (params, sizes, times)."""
-    sizes = np.asarray(sizes if sizes is not None else [2**e for e in range(0, 27, 2)])
+    """Fit α, β from a ping-pong and measure γ, δ at 16 MB; returns (params, sizes, times)."""
+    sizes = np.asarray(sizes if sizes is not None else [4**e for e in range(14)])
     times = ping_pong(comm, sizes, reps=reps)
     alpha, beta = fit_alpha_beta(sizes, times)
-    rates = np.array(local_rates() if comm.Get_rank() == 0 else (0.0, 0.0))
-    comm.Bcast(rates, root=0)  # one set of parameters everywhere
-    return CostParams(alpha, beta, float(rates[0]), float(rates[1])), sizes, times
+    gamma, delta = local_rates(comm, 1 << 24)
+    return CostParams(alpha, beta, gamma, delta), sizes, times
