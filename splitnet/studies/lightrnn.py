@@ -1,0 +1,246 @@
+"""LightRNN vs a standard embedding on the Python documentation (seed 002).
+
+Run: ``python -m splitnet.studies.lightrnn experiments/lightrnn.toml``
+
+Trains, on the same token streams and with the same GRU, (1) ``standard``: V x d embedding and a
+V-way softmax, (2) ``lightrnn``: the 2-component B x B table (B = ceil(sqrt(V))) with the
+frequency-ordered allocation kept fixed, (3) ``lightrnn+realloc``: the same, with the words
+reallocated to cells (min-cost assignment) after the epochs in ``reallocate_after``.
+Perplexity = exp(mean NLL) over the same test tokens, with P(w) = P_r(r(w)) * P_c(c(w)) for
+LightRNN; the test uses the weights (and allocation) of the best validation epoch.
+Rows go to ``results/lightrnn.jsonl``; figure and table are drawn from that file alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+import tomllib
+from pathlib import Path
+
+import torch
+
+from splitnet import lightrnn as L
+
+DEFAULTS = {
+    "seed": 0, "vocab_size": 2000, "dim": 64, "hidden": 128, "dropout": 0.2, "epochs": 6,
+    "batch_size": 20, "eval_batch_size": 10, "bptt": 35, "lr": 3e-3, "clip": 1.0,
+    "valid_fraction": 0.1, "test_fraction": 0.1, "reallocate_after": [2, 4],
+    "models": ["standard", "lightrnn", "lightrnn+realloc"],
+    "out": "results/lightrnn.jsonl", "figure": "figures/lightrnn.png",
+    "table": "figures/lightrnn_table.md",
+}
+MODELS = ("standard", "lightrnn", "lightrnn+realloc")
+
+
+def load_config(path: str | Path) -> dict:
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown keys {unknown} in {str(path)!r}; known: {sorted(DEFAULTS)}")
+    cfg = {**DEFAULTS, **raw}
+    bad = [m for m in cfg["models"] if m not in MODELS]
+    if bad:
+        raise ValueError(f"models={bad} not in {MODELS}")
+    for key in ("epochs", "batch_size", "eval_batch_size", "bptt", "dim", "hidden"):
+        if int(cfg[key]) < 1:
+            raise ValueError(f"{key}={cfg[key]} must be >= 1")
+    return cfg
+
+
+def windows(data: torch.Tensor, bptt: int):
+    """Truncated BPTT: (x, y) chunks of at most bptt steps, y = x shifted by one token."""
+    for s in range(0, data.shape[1] - 1, bptt):
+        y = data[:, s + 1: s + 1 + bptt]
+        yield data[:, s: s + y.shape[1]], y
+
+
+def detach(state):
+    return None if state is None else state.detach()
+
+
+def train_epoch(model, data, cfg, opt) -> float:
+    model.train()
+    state, total, count = None, 0.0, 0
+    for x, y in windows(data, cfg["bptt"]):
+        nll, state = model(x, y, detach(state))
+        loss = nll.mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"])
+        opt.step()
+        total, count = total + nll.sum().item(), count + nll.numel()
+    return total / count
+
+
+@torch.no_grad()
+def evaluate(model, data, bptt: int) -> tuple[float, int]:
+    """(mean NLL per token, number of tokens): the same tokens for every model."""
+    model.eval()
+    state, total, count = None, 0.0, 0
+    for x, y in windows(data, bptt):
+        nll, state = model(x, y, state)
+        total, count = total + nll.sum().item(), count + nll.numel()
+    return total / count, count
+
+
+def closed_form_params(kind: str, v: int, d: int, h: int) -> dict[str, int]:
+    if kind == "standard":
+        return {"embedding": v * d, "softmax": (h + 1) * v}
+    b = L.table_side(v)
+    return {"embedding": 2 * b * d, "softmax": 2 * (h + 1) * b}
+
+
+def train_model(kind: str, streams: dict, cfg: dict, emit) -> None:
+    torch.manual_seed(cfg["seed"])
+    cls = L.StandardLM if kind == "standard" else L.LightRNNLM
+    model = cls(cfg["vocab_size"], cfg["dim"], cfg["hidden"], cfg["dropout"])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    best, best_state, best_epoch, t_total = math.inf, None, 0, 0.0
+    for epoch in range(1, cfg["epochs"] + 1):
+        t0 = time.perf_counter()
+        train_nll = train_epoch(model, streams["train"], cfg, opt)
+        valid_nll, _ = evaluate(model, streams["valid"], cfg["bptt"])
+        row = {"kind": "epoch", "model": kind, "epoch": epoch, "train_ppl": math.exp(train_nll),
+               "valid_ppl": math.exp(valid_nll), "realloc": None}
+        if valid_nll < best:
+            best, best_state, best_epoch = valid_nll, copy.deepcopy(model.state_dict()), epoch
+        if kind == "lightrnn+realloc" and epoch in cfg["reallocate_after"]:
+            row["realloc"] = reallocate_step(model, streams["train"], streams["valid"], cfg)
+        t_total += time.perf_counter() - t0
+        row["seconds"] = time.perf_counter() - t0
+        emit(row)
+    model.load_state_dict(best_state)  # weights and (buffers) allocation of the best epoch
+    test_nll, n_test = evaluate(model, streams["test"], cfg["bptt"])
+    emit({"kind": "final", "model": kind, "test_ppl": math.exp(test_nll), "test_tokens": n_test,
+          "best_valid_ppl": math.exp(best), "best_epoch": best_epoch, "train_seconds": t_total,
+          "params": L.embedding_softmax_params(model),
+          "params_closed_form": closed_form_params(kind, cfg["vocab_size"], cfg["dim"],
+                                                   cfg["hidden"])})
+
+
+def reallocate_step(model, train, valid, cfg) -> dict:
+    """Move words to the cells of least training loss; the row records the assignment costs."""
+    model.eval()
+    t0 = time.perf_counter()
+    l_r, l_c = model.cell_losses(train, cfg["bptt"])
+    emb = model.embedding
+    before = L.assignment_cost(l_r, l_c, emb.row_of, emb.col_of)
+    rows, cols = L.reallocate(l_r, l_c, emb.row_of, emb.col_of)
+    moved = int(((rows != emb.row_of) | (cols != emb.col_of)).sum())
+    emb.set_allocation(rows, cols)
+    after = L.assignment_cost(l_r, l_c, rows, cols)
+    seconds = time.perf_counter() - t0
+    n = int(train[:, 1:].numel())  # train tokens scored: the costs per token are log-ppls
+    # the assignment cost ignores that moving a word also changes the inputs (and so the states)
+    # after it; the validation perplexity right after the move shows what that costs
+    valid_nll, _ = evaluate(model, valid, cfg["bptt"])
+    return {"cost_before": before, "cost_after": after, "words_moved": moved,
+            "train_ppl_before": math.exp(before / n), "train_ppl_after": math.exp(after / n),
+            "valid_ppl_after": math.exp(valid_nll), "seconds": seconds}
+
+
+def run(cfg: dict) -> list[dict]:
+    torch.set_num_threads(1)
+    tokens = L.load_corpus()
+    n = len(tokens)
+    cut = int(n * (1 - cfg["valid_fraction"] - cfg["test_fraction"]))
+    vocab = L.build_vocab(tokens[:cut], cfg["vocab_size"])  # counted on the train chunk only
+    train, valid, test = L.contiguous_split(L.encode(tokens, vocab), cfg["valid_fraction"],
+                                            cfg["test_fraction"])
+    streams = {"train": L.batchify(train, cfg["batch_size"]),
+               "valid": L.batchify(valid, cfg["eval_batch_size"]),
+               "test": L.batchify(test, cfg["eval_batch_size"])}
+    unk = vocab.index(L.UNK)
+    rows = [{"kind": "corpus", "tokens": n, "train": len(train), "valid": len(valid),
+             "test": len(test), "vocab_size": len(vocab), "side": L.table_side(len(vocab)),
+             "test_unk_rate": float((test == unk).float().mean()), "config": cfg}]
+    out = Path(cfg["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows[0]) + "\n")
+
+    def emit(row):
+        rows.append(row)
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+
+    for kind in cfg["models"]:
+        train_model(kind, streams, cfg, emit)
+    return rows
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def table(rows: list[dict]) -> str:
+    corpus = next(r for r in rows if r["kind"] == "corpus")
+    lines = [f"V = {corpus['vocab_size']} (B = {corpus['side']}), {corpus['train']:,} / "
+             f"{corpus['valid']:,} / {corpus['test']:,} train / valid / test tokens, "
+             f"test <unk> rate {corpus['test_unk_rate']:.1%}\n",
+             "| model | embedding params | softmax params | emb + softmax (closed form) | "
+             "GRU params | total | best valid ppl (epoch) | test ppl | train s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in (r for r in rows if r["kind"] == "final"):
+        p, c = r["params"], r["params_closed_form"]
+        lines.append(f"| {r['model']} | {p['embedding']:,} | {p['softmax']:,} | "
+                     f"{p['embedding'] + p['softmax']:,} ({c['embedding'] + c['softmax']:,}) | "
+                     f"{p['rnn']:,} | {p['total']:,} | {r['best_valid_ppl']:.1f} "
+                     f"({r['best_epoch']}) | {r['test_ppl']:.1f} | {r['train_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: str | Path) -> None:
+    """Validation perplexity per epoch (reallocations marked); V-dependent parameters."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finals = [r for r in rows if r["kind"] == "final"]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, f in enumerate(finals):
+        ep = [r for r in rows if r["kind"] == "epoch" and r["model"] == f["model"]]
+        ax.plot([r["epoch"] for r in ep], [r["valid_ppl"] for r in ep], "o-", color=f"C{i}",
+                label=f"{f['model']} (test {f['test_ppl']:.1f})")
+        for r in ep:
+            if r["realloc"]:
+                ax.axvline(r["epoch"] + 0.5, color=f"C{i}", ls=":", lw=1)
+    ax.set_xlabel("epoch (dotted: reallocation after it)")
+    ax.set_ylabel("validation perplexity")
+    ax.legend(fontsize=8)
+    names = [f["model"] for f in finals]
+    bottom = [0] * len(finals)
+    for j, part in enumerate(("embedding", "softmax", "rnn")):
+        vals = [f["params"][part] for f in finals]
+        bx.bar(names, vals, bottom=bottom, label=part, color=f"C{j + 3}")
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    for i, b in enumerate(bottom):
+        bx.text(i, b, f"{b:,}", ha="center", va="bottom", fontsize=8)
+    bx.set_ylabel("parameters")
+    bx.set_title("parameters: embedding + softmax + GRU")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config", help="TOML, e.g. experiments/lightrnn.toml")
+    p.add_argument("--plot-only", action="store_true", help="redraw from the existing JSONL")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    rows = read_rows(cfg["out"]) if args.plot_only else run(cfg)
+    plot(rows, cfg["figure"])
+    Path(cfg["table"]).write_text(table(rows))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
