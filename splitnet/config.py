@@ -67,6 +67,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     seed: int = 0
+    # seeds = [0, 1, 2] runs every combination once per seed (rows carry "seed"); empty: [seed]
+    seeds: tuple[int, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -75,7 +77,16 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["model"]["hidden"] = list(self.model.hidden)
+        d["seeds"] = list(self.seeds)
         return d
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        return self.seeds or (self.seed,)
+
+    def for_seed(self, seed: int) -> Config:
+        """The single-seed config of one run of a multi-seed experiment."""
+        return replace(self, seed=seed, seeds=())
 
     def hash(self) -> str:
         """Short digest of everything that changes results (stable across runs and machines)."""
@@ -127,8 +138,12 @@ def from_dict(raw: dict[str, Any]) -> Config:
             top[key] = replace(section, **kwargs)
         elif key == "seed":
             top[key] = _coerce("seed", value, 0)
+        elif key == "seeds":
+            top[key] = _coerce("seeds", value, ())
+            if len(set(top[key])) != len(top[key]):
+                raise ValueError(f"seeds={list(value)} repeats a seed")
         else:
-            raise ValueError(f"unknown key {key!r} (known: seed, {', '.join(_SECTIONS)})")
+            raise ValueError(f"unknown key {key!r} (known: seed, seeds, {', '.join(_SECTIONS)})")
     cfg = replace(base, **top)
     validate(cfg)
     return cfg
@@ -181,7 +196,7 @@ def validate(cfg: Config) -> None:
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``"model.hidden=[4,4]"`` -> (["model", "hidden"], [4, 4]); values are TOML, bare words strings."""
+    """``"model.hidden=[4,4]"`` -> (["model", "hidden"], [4, 4]); TOML values, bare words as str."""
     if "=" not in item:
         raise ValueError(f"--set {item!r} must look like KEY=VALUE, e.g. split.groups=3")
     key, text = item.split("=", 1)

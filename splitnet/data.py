@@ -108,7 +108,8 @@ def load_idx_or_npz(path: str | Path) -> Dataset:
             elif {"X", "y"} <= keys or {"x", "y"} <= keys:
                 xs, ys = [z["X"] if "X" in keys else z["x"]], [z["y"]]
             else:
-                raise ValueError(f"{str(path)!r} needs arrays x_train/y_train[/x_test/y_test] or X/y")
+                raise ValueError(
+                    f"{str(path)!r} needs arrays x_train/y_train[/x_test/y_test] or X/y")
         images, labels = np.concatenate(xs), np.concatenate(ys)
     else:
         parts = []

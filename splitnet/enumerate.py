@@ -89,7 +89,7 @@ def check_out(path: Path, cfg) -> set[int]:
         results.open_for_append(path).close()
     except OSError as e:
         raise ValueError(f"--out {str(path)!r} is not writable: {e.strerror}") from None
-    return {r["combination"] for r in rows}
+    return {(r.get("seed", cfg.seed), r["combination"]) for r in rows}
 
 
 def setup(argv, comm):
@@ -116,40 +116,52 @@ def setup(argv, comm):
 def run(args, cfg, todo_range, out, done, comm) -> int:
     rank, size = comm.Get_rank(), comm.Get_size()
     t0 = time.perf_counter()
-    state = None
-    if rank == 0:
-        state = prepare(cfg).pretrained.state_dict()
-    prep = prepare(cfg, comm.bcast(state, root=0))  # the same weights on every rank
-    todo = [c for c in todo_range if c not in done]
-    n_paths = len(prep.paths)
-    chunk = args.chunk or max(1, math.ceil(PIECES_PER_RANK[cfg.train.engine] * size / n_paths))
+    seeds = cfg.run_seeds
+    n_todo = sum((s, c) not in done for s in seeds for c in todo_range)
     f = results.open_for_append(out) if rank == 0 else None
-    bar = tqdm(total=len(todo_range), initial=len(todo_range) - len(todo), unit="comb",
-               disable=args.quiet or rank != 0, desc=out.name, smoothing=0.05)
-    for lo in range(0, len(todo), chunk):
-        combos = todo[lo:lo + chunk]
-        splits = {c: split_of(prep, c) for c in combos}
-        jobs = [(c, p) for c in combos for p in range(n_paths)]
-        mine = jobs[rank::size]
-        trained = train_pieces(prep, [(c, splits[c], prep.paths[p]) for c, p in mine])
-        pieces = {}
-        for part in comm.allgather([(job, piece.state_dict(), sec)
-                                    for job, (piece, sec) in zip(mine, trained, strict=True)]):
-            for job, sd, sec in part:
-                pieces[job] = (sd, sec)
-        rows = [_row(prep, c, splits[c], pieces) for c in combos[rank::size]]
-        gathered = comm.gather(rows, root=0)
-        if rank == 0:
-            rows = sorted((r for part in gathered for r in part), key=lambda r: r["combination"])
-            results.append_rows(f, rows)
-            bar.update(len(rows))
+    total = len(todo_range) * len(seeds)
+    bar = tqdm(total=total, initial=total - n_todo, unit="comb", disable=args.quiet or rank != 0,
+               desc=out.name, smoothing=0.05)
+    for seed in seeds:
+        todo = [c for c in todo_range if (seed, c) not in done]
+        if not todo:
+            continue
+        state = prepare(cfg, seed=seed).pretrained.state_dict() if rank == 0 else None
+        prep = prepare(cfg, comm.bcast(state, root=0), seed=seed)  # same weights on every rank
+        n_paths = len(prep.paths)
+        chunk = args.chunk or max(1, math.ceil(PIECES_PER_RANK[cfg.train.engine] * size / n_paths))
+        for lo in range(0, len(todo), chunk):
+            rows = _chunk(prep, todo[lo:lo + chunk], comm)
+            if rank == 0:
+                results.append_rows(f, rows)
+                bar.update(len(rows))
     bar.close()
     if rank == 0:
         f.close()
         if not args.quiet:
-            print(f"{len(todo)} combinations in {time.perf_counter() - t0:.1f} s on {size} "
+            print(f"{n_todo} combinations in {time.perf_counter() - t0:.1f} s on {size} "
                   f"rank(s) -> {out}", file=sys.stderr)
     return 0
+
+
+def _chunk(prep, combos: list[int], comm) -> list[dict] | None:
+    """Train a chunk's pieces across the ranks; rank 0 gets the chunk's rows in index order."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    n_paths = len(prep.paths)
+    splits = {c: split_of(prep, c) for c in combos}
+    jobs = [(c, p) for c in combos for p in range(n_paths)]
+    mine = jobs[rank::size]  # round-robin over pieces: equal shapes, so equal cost
+    trained = train_pieces(prep, [(c, splits[c], prep.paths[p]) for c, p in mine])
+    pieces = {}
+    for part in comm.allgather([(job, piece.state_dict(), sec)
+                                for job, (piece, sec) in zip(mine, trained, strict=True)]):
+        for job, sd, sec in part:
+            pieces[job] = (sd, sec)
+    rows = [_row(prep, c, splits[c], pieces) for c in combos[rank::size]]
+    gathered = comm.gather(rows, root=0)
+    if rank == 0:
+        return sorted((r for part in gathered for r in part), key=lambda r: r["combination"])
+    return None
 
 
 def _row(prep, combination, split, pieces) -> dict:

@@ -30,13 +30,14 @@ RANDOM_DRAWS = 100
 
 @dataclass
 class Prepared:
-    config: Config
+    config: Config  # the single-seed config of this run
     data: Splits
     pretrained: MLP
     pretrained_accuracy: float
     baseline_accuracy: float
     paths: list[tuple[int, ...]]
     space: Space | None
+    experiment: Config | None = None  # the multi-seed config the rows belong to
 
     @property
     def count(self) -> int:
@@ -77,8 +78,13 @@ def baseline(cfg: Config, data: Splits, net: MLP) -> float:
     return accuracy(net, *data.test)
 
 
-def prepare(cfg: Config, state: dict | None = None) -> Prepared:
-    """Load data, pretrain (or take ``state``, a broadcast ``net.state_dict()``), baseline."""
+def prepare(cfg: Config, state: dict | None = None, seed: int | None = None) -> Prepared:
+    """Load data, pretrain (or take ``state``, a broadcast ``net.state_dict()``), baseline.
+
+    ``seed`` picks one run of a multi-seed config (default: its first seed).
+    """
+    experiment = cfg
+    cfg = cfg.for_seed(cfg.run_seeds[0] if seed is None else seed)
     torch.set_num_threads(1)  # same arithmetic on any rank count; no oversubscription under MPI
     data = load_splits(cfg.data, cfg.seed)
     if state is None:
@@ -90,7 +96,7 @@ def prepare(cfg: Config, state: dict | None = None) -> Prepared:
     s = cfg.split
     space = Space(cfg.model.hidden, s.groups, s.variant) if s.strategy == "exhaustive" else None
     return Prepared(cfg, data, net, accuracy(net, *data.test), baseline(cfg, data, net),
-                    paths(s.variant, len(cfg.model.hidden), s.groups), space)
+                    paths(s.variant, len(cfg.model.hidden), s.groups), space, experiment)
 
 
 def split_of(prep: Prepared, combination: int):
@@ -137,6 +143,9 @@ def make_row(prep: Prepared, combination: int, split, pieces: list[MLP], seconds
     net = recombine(prep.pretrained, split, prep.paths, pieces, unheld=cfg.split.unheld,
                     output=cfg.split.output)
     X_test, y_test = prep.data.test
+    with torch.no_grad():  # the logit-sum ensemble of the pieces: an upper reference
+        logits = sum(p(torch.as_tensor(X_test)) for p in pieces)
+    experiment = prep.experiment or cfg
     return {
         "combination": combination,
         "split": [np.asarray(a).tolist() for a in split],
@@ -148,13 +157,14 @@ def make_row(prep: Prepared, combination: int, split, pieces: list[MLP], seconds
         "baseline_accuracy": prep.baseline_accuracy,
         "pretrained_accuracy": prep.pretrained_accuracy,
         "piece_accuracies": [accuracy(p, X_test, y_test) for p in pieces],
+        "ensemble_accuracy": float((logits.argmax(1).numpy() == y_test).mean()),
         "cut_fraction": cut_fraction(prep.pretrained, split),
         "recombination": {"unheld": cfg.split.unheld, "output": cfg.split.output},
         "seed": cfg.seed,
         "piece_seeds": [piece_seed(cfg, combination, p) if cfg.train.shuffle == "per-piece"
                         else remaining_order_seed(cfg) for p in prep.paths],
-        "config_hash": cfg.hash(),
-        "config": cfg.to_dict(),
+        "config_hash": experiment.hash(),
+        "config": experiment.to_dict(),
         "seconds": seconds,
     }
 

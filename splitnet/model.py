@@ -101,7 +101,7 @@ class CNN(nn.Module):
         super().__init__()
         c, h, w = image_shape
         if h < 4 or w < 4:
-            raise ValueError(f"image_shape={tuple(image_shape)} must be at least 4x4 (two 2x2 pools)")
+            raise ValueError(f"image_shape={tuple(image_shape)} must be at least 4x4 (2 pools)")
         k = kernel_size or (5 if min(h, w) >= 28 else 3)
         dense = dense or (1024 if min(h, w) >= 28 else 128)
         c1, c2 = channels

@@ -25,20 +25,43 @@ from scipy.stats import spearmanr  # noqa: E402
 from .results import read_rows  # noqa: E402
 
 
+def by_combination(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Per-combination means over seeds, with the 95% confidence half-width of the accuracy
+    (1.96 * sd / sqrt(n); 0 with a single seed)."""
+    groups: dict[int, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["combination"], []).append(r)
+    idx = np.array(sorted(groups))
+
+    def mean(key):
+        return np.array([np.mean([np.nan if r[key] is None else r[key] for r in groups[c]])
+                         for c in idx])
+
+    acc = [np.array([r["accuracy"] for r in groups[c]]) for c in idx]
+    ci = np.array([1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0 for a in acc])
+    pieces = np.array([np.mean([r["piece_accuracies"] for r in groups[c]], axis=0) for c in idx])
+    return {"combination": idx, "accuracy": mean("accuracy"), "ci": ci, "pieces": pieces,
+            "cut": mean("cut_fraction"), "baseline": mean("baseline_accuracy"),
+            "n_seeds": np.array([len(groups[c]) for c in idx])}
+
+
 def summarize(rows: list[dict]) -> dict:
-    """Best / median / worst recombined accuracy against the baseline, and how many reached it."""
-    acc = np.array([r["accuracy"] for r in rows])
-    base = rows[0]["baseline_accuracy"]
-    cut = np.array([np.nan if r["cut_fraction"] is None else r["cut_fraction"] for r in rows])
+    """Best / median / worst recombined accuracy against the baseline, and how many reached it
+    (per combination, averaged over seeds)."""
+    agg = by_combination(rows)
+    acc, cut = agg["accuracy"], agg["cut"]
+    base = float(np.mean([r["baseline_accuracy"] for r in rows]))
     ok = ~np.isnan(cut)
     rho, p = (spearmanr(cut[ok], acc[ok]) if ok.sum() > 2 and np.ptp(cut[ok]) > 0
               else (float("nan"), float("nan")))
+    ens = [r["ensemble_accuracy"] for r in rows if "ensemble_accuracy" in r]
     return {
-        "combinations": len(rows), "baseline": base,
-        "pretrained": rows[0].get("pretrained_accuracy"),
+        "combinations": len(acc), "seeds": int(agg["n_seeds"].max()), "baseline": base,
+        "pretrained": float(np.mean([r.get("pretrained_accuracy", np.nan) for r in rows])),
         "best": float(acc.max()), "median": float(np.median(acc)), "worst": float(acc.min()),
         "reached_baseline": int((acc >= base).sum()),
         "mean_piece": float(np.mean([np.mean(r["piece_accuracies"]) for r in rows])),
+        "mean_ensemble": float(np.mean(ens)) if ens else None,
         "spearman_cut_vs_accuracy": float(rho), "spearman_p": float(p),
     }
 
@@ -53,45 +76,49 @@ def _title(rows: list[dict]) -> str:
 def plot(rows: list[dict], out: str | Path, title: str | None = None) -> dict:
     if not rows:
         raise ValueError("no rows to plot")
-    rows = sorted(rows, key=lambda r: r["combination"])
     s = summarize(rows)
-    idx = np.array([r["combination"] for r in rows])
-    acc = np.array([r["accuracy"] for r in rows]) * 100
-    pieces = np.array([r["piece_accuracies"] for r in rows]) * 100  # (C, pieces)
-    base, pre = s["baseline"] * 100, (s["pretrained"] or np.nan) * 100
+    agg = by_combination(rows)
+    idx, acc, ci = agg["combination"], agg["accuracy"] * 100, agg["ci"] * 100
+    pieces = agg["pieces"] * 100  # (C, pieces)
+    base, pre = s["baseline"] * 100, s["pretrained"] * 100
+    seeds = f" (mean of {s['seeds']} seeds, 95% CI band)" if s["seeds"] > 1 else ""
 
     fig, ax = plt.subplots(2, 2, figsize=(12, 8))
-    small = len(rows) <= 400
+    small = len(idx) <= 400
     a = ax[0, 0]
     a.plot(idx, acc, "o" if small else ".", ms=3 if small else 1.5, color="C0", label="recombined")
+    if s["seeds"] > 1:
+        a.fill_between(idx, acc - ci, acc + ci, color="C0", alpha=0.25, lw=0)
     a.axhline(base, color="C3", lw=1.5, label=f"baseline {base:.1f}%")
     a.axhline(pre, color="0.5", lw=1, ls="--", label=f"pretrained {pre:.1f}%")
     a.set(xlabel="combination index (canonical order)", ylabel="test accuracy (%)",
-          title="Accuracy vs combination")
+          title="Accuracy vs combination" + seeds)
     a.legend(loc="lower right", fontsize=8)
 
     a = ax[0, 1]
     order = np.argsort(acc)
-    x = np.arange(len(rows))
+    x = np.arange(len(idx))
     for j in range(pieces.shape[1]):
         a.plot(x, pieces[order, j], ".", ms=1.5, color="C2", alpha=0.5,
                label="pieces (alone)" if j == 0 else None)
     a.plot(x, acc[order], "-", color="C0", lw=2, label="recombined")
+    if s["seeds"] > 1:
+        a.fill_between(x, (acc - ci)[order], (acc + ci)[order], color="C0", alpha=0.25, lw=0)
     a.axhline(base, color="C3", lw=1.5, label="baseline")
     a.set(xlabel="combination (sorted by recombined accuracy)", ylabel="test accuracy (%)",
           title="Sorted, with the pieces' own accuracies")
     a.legend(loc="lower right", fontsize=8)
 
     a = ax[1, 0]
-    a.hist(acc, bins=min(40, max(5, len(rows) // 5)), color="C0", alpha=0.8)
+    a.hist(acc, bins=min(40, max(5, len(idx) // 5)), color="C0", alpha=0.8)
     a.axvline(base, color="C3", lw=1.5, label="baseline")
     a.axvline(np.median(acc), color="k", ls=":", label=f"median {np.median(acc):.1f}%")
     a.set(xlabel="recombined test accuracy (%)", ylabel="combinations",
-          title=f"Distribution: {s['reached_baseline']} of {len(rows)} reach the baseline")
+          title=f"Distribution: {s['reached_baseline']} of {len(idx)} reach the baseline")
     a.legend(fontsize=8)
 
     a = ax[1, 1]
-    cut = np.array([np.nan if r["cut_fraction"] is None else r["cut_fraction"] for r in rows])
+    cut = agg["cut"]
     if np.isnan(cut).all():
         a.text(0.5, 0.5, "one hidden layer: no hidden-to-hidden cut", ha="center", va="center")
     else:

@@ -73,14 +73,19 @@ def append_rows(f, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def row_key(row: dict) -> tuple[int, int]:
+    """A row is one (seed, combination): multi-seed experiments hold one row per pair."""
+    return row.get("seed", 0), row["combination"]
+
+
 def merge(inputs: list[str | Path], out: str | Path) -> int:
     """Union of shard files, one row per combination, sorted; all of one config. Returns rows."""
-    by_combination: dict[int, dict] = {}
+    by_combination: dict[tuple[int, int], dict] = {}
     hashes = set()
     for p in inputs:
         for r in read_rows(p):
             hashes.add(r.get("config_hash"))
-            by_combination.setdefault(r["combination"], r)
+            by_combination.setdefault(row_key(r), r)
     if len(hashes) > 1:
         raise ValueError(f"the inputs mix {len(hashes)} configs: {sorted(hashes)}")
     tmp = Path(str(out) + ".tmp")
@@ -91,11 +96,15 @@ def merge(inputs: list[str | Path], out: str | Path) -> int:
 
 
 def summary(rows: list[dict], expected: int | None = None) -> dict:
-    combos = [r["combination"] for r in rows]
-    out = {"rows": len(rows), "combinations": len(set(combos)),
-           "duplicates": len(combos) - len(set(combos))}
+    """Rows, distinct (seed, combination) keys, duplicates; with ``expected`` combinations per
+    seed, how many are missing."""
+    keys = [row_key(r) for r in rows]
+    seeds = sorted({s for s, _ in keys})
+    out = {"rows": len(rows), "seeds": seeds, "combinations": len(set(keys)),
+           "duplicates": len(keys) - len(set(keys))}
     if expected is not None:
-        out["missing"] = expected - len(set(c for c in combos if 0 <= c < expected))
+        have = {k for k in keys if 0 <= k[1] < expected}
+        out["missing"] = expected * max(1, len(seeds)) - len(have)
     return out
 
 

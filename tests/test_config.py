@@ -47,3 +47,11 @@ def test_unreadable_and_invalid_files(tmp_path):
     bad.write_text("[model\nhidden = 3")
     with pytest.raises(ValueError, match="not valid TOML"):
         load(bad)
+
+
+def test_seeds_make_single_seed_runs():
+    cfg = load(None, ["seeds=[0, 2]"])
+    assert cfg.run_seeds == (0, 2) and cfg.for_seed(2).seed == 2 and cfg.for_seed(2).seeds == ()
+    assert load().run_seeds == (0,)
+    with pytest.raises(ValueError, match="repeats"):
+        load(None, ["seeds=[1, 1]"])
