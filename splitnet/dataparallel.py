@@ -210,9 +210,11 @@ def exchange_dense(comm, g: np.ndarray, algorithm: str) -> tuple[np.ndarray, int
 
 
 def histogram(x: np.ndarray, bins: int) -> dict:
+    """Symmetric histogram over [-max|x|, max|x|] with the mean and sigma of x."""
     m = float(np.abs(x).max()) or 1.0
     counts, _ = np.histogram(x, bins=bins, range=(-m, m))
-    return {"lo": -m, "hi": m, "counts": counts.tolist()}
+    return {"lo": -m, "hi": m, "counts": counts.tolist(), "mean": float(x.mean(dtype=np.float64)),
+            "std": float(x.std(dtype=np.float64))}
 
 
 def evaluate(model, X, y) -> float:
