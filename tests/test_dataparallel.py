@@ -81,3 +81,34 @@ def test_two_ranks_match_single_process_and_stay_identical(tmp_path):
         # topk 5% of P per rank: 8 bytes an entry + a 4-byte count
         k = max(1, round(0.05 * rows[-1]["n_params"]))
         assert r["bytes_sent"] == 8 * k + 4 and r["dense_bytes"] == 4 * rows[-1]["n_params"]
+
+
+def test_study_config_runs_and_table(tmp_path):
+    from splitnet.studies import sparsification as study
+
+    toml = tmp_path / "s.toml"
+    toml.write_text('compressors = ["none", "topk"]\nresidual = [true, false]\n'
+                    f'results = "{tmp_path}"\nfigures = "{tmp_path}"\ndatasets = ["digits"]\n'
+                    '[digits]\niterations = 2\n')
+    cfg = study.load_config(toml)
+    assert study.run_names(cfg) == [("digits", "none", True), ("digits", "topk", True),
+                                    ("digits", "topk", False)]
+    for ds, comp, res in study.run_names(cfg):  # fake rows: 2 applied + 1 final iteration
+        rows = [{"iteration": t, "threshold": 0.1, "fraction_sent": 0.01 if comp == "topk" else 1,
+                 "bytes_sent": 84.0 if comp == "topk" else 400.0, "dense_bytes": 400,
+                 "train_loss": 1.0, "test_accuracy": 0.9} for t in range(3)]
+        rows.append({"summary": True, "compressor": comp, "residual": res, "ranks": 2,
+                     "n_params": 100, "iterations": 2, "batch_size": 8, "lr": 0.1, "seed": 0,
+                     "final_test_accuracy": 0.9 if res else 0.8, "replicas_identical": True})
+        path = study.result_path(cfg, ds, comp, res)
+        path.write_text("\n".join(json.dumps(r) for r in rows))
+    text = study.table(study.load_runs(cfg, "digits"), "digits")
+    assert "| topk | yes | 0.9000 | +0.0 | 0.0100 | 84 | 4.8x |" in text
+    assert "| topk | no | 0.8000 | -10.0 |" in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text('compressors = ["std3"]\n')
+    with pytest.raises(ValueError, match="std3"):
+        study.load_config(bad)
+    bad.write_text('colour = "red"\n')
+    with pytest.raises(ValueError, match="colour"):
+        study.load_config(bad)
