@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/mpiexec -n $(NP) $(PY) -m mpi4py -m splitnet.enumerate --out results/demo.jsonl
-	$(PY) -m splitnet.plot results/demo.jsonl -o figures/demo.png
+	$(PY) -m splitnet.plot results/demo.jsonl -o results/demo.png
 
 test: install
 	$(PY) -m pytest
