@@ -35,22 +35,27 @@ def reps_for(n_bytes: int) -> tuple[int, int]:
     if n_bytes <= 1 << 16:
         return 5, 40
     if n_bytes <= 1 << 22:
-        return 2, 12
-    return 1, 5
+        return 2, 15
+    return 1, 8
 
 
-def time_allreduce(comm, x: np.ndarray, algorithm: str) -> tuple[float, float]:
-    """(min, median) over repetitions of the slowest rank's time for one allreduce."""
+def time_allreduce(comm, x: np.ndarray) -> dict[str, tuple[float, float]]:
+    """{algorithm: (min, median)} over repetitions of the slowest rank's time for one call.
+
+    The algorithms take turns inside each repetition, so a burst of load from other processes
+    hits all of them alike instead of whichever happened to be running.
+    """
     warmup, reps = reps_for(x.nbytes)
-    samples = []
+    samples = {alg: [] for alg in ALGORITHMS}
     for r in range(warmup + reps):
-        comm.Barrier()
-        t0 = wtime()
-        allreduce(x, algorithm, comm)
-        dt = comm.allreduce(wtime() - t0, op=MPI.MAX)
-        if r >= warmup:
-            samples.append(dt)
-    return float(np.min(samples)), float(np.median(samples))
+        for alg in ALGORITHMS:
+            comm.Barrier()
+            t0 = wtime()
+            allreduce(x, alg, comm)
+            dt = comm.allreduce(wtime() - t0, op=MPI.MAX)
+            if r >= warmup:
+                samples[alg].append(dt)
+    return {alg: (float(np.min(t)), float(np.median(t))) for alg, t in samples.items()}
 
 
 def counted_bytes(comm, x: np.ndarray, algorithm: str) -> int:
@@ -82,9 +87,10 @@ def run(args) -> dict:
         x = np.random.default_rng(rank).standard_normal(size // dtype.itemsize).astype(dtype)
         gamma, delta = local_rates(comm, size)
         p = replace(params, gamma=gamma, delta=delta)  # α, β fitted once; γ, δ at this size
+        times = time_allreduce(comm, x)
         for algorithm in ALGORITHMS:
             sent = counted_bytes(comm, x, algorithm)
-            best, med = time_allreduce(comm, x, algorithm)
+            best, med = times[algorithm]
             rows.append(dict(n_bytes=size, algorithm=algorithm, measured=best, median=med,
                              predicted=predict(algorithm, n, size, p), max_sent=sent,
                              gamma=gamma, delta=delta))
