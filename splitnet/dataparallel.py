@@ -261,12 +261,16 @@ def train(a: argparse.Namespace, comm=None) -> tuple[nn.Module, list[dict]]:
         if a.compressor == "none":
             total, exact = exchange_dense(comm, sent.values, a.allreduce)
             counts = np.full(size, n)
-            bytes_each = [exact if exact is not None else cz.dense_bytes(n)] * size
+            # MPI's own Allreduce: count the 4n-byte payload; ours: what each rank really sent
+            bytes_each = comm.allgather(exact) if exact is not None else [cz.dense_bytes(n)] * size
         else:
             total, counts = exchange_sparse(comm, sent)
             bytes_each = [cz.sparse_bytes(int(c)) for c in counts]
         loss = comm.allreduce(loss, op=SUM)  # full-batch mean loss
         t2 = wtime()
+        if rank == 0 and t in snaps:  # w_t, before this row's update
+            row["weights_hist"] = histogram(flat_params(model), a.bins)
+            row["grad_hist"] = histogram(comp.r + sent.to_dense() if a.residual else g, a.bins)
         if t < a.iterations:
             set_grad(model, total)
             with torch.no_grad():
@@ -279,9 +283,6 @@ def train(a: argparse.Namespace, comm=None) -> tuple[nn.Module, list[dict]]:
                    dense_bytes=cz.dense_bytes(n), ring_dense_bytes=cz.ring_allreduce_bytes(n, size),
                    wire_s=cz.wire_seconds(np.mean(bytes_each)), train_loss=loss,
                    compute_s=t1 - t0, comm_s=t2 - t1)
-        if t in snaps:
-            row["weights_hist"] = histogram(flat_params(model), a.bins)
-            row["grad_hist"] = histogram(comp.r + sent.to_dense() if a.residual else g, a.bins)
         rows.append(row)
     digests = comm.allgather(hashlib.sha256(flat_params(model).tobytes()).hexdigest())
     if rank == 0:
