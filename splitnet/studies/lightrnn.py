@@ -208,9 +208,10 @@ def plot(rows: list[dict], path: str | Path) -> None:
         ax.plot([r["epoch"] for r in ep], [r["valid_ppl"] for r in ep], "o-", color=f"C{i}",
                 label=f"{f['model']} (test {f['test_ppl']:.1f})")
         for r in ep:
-            if r["realloc"]:
+            if r["realloc"]:  # x: validation right after the move, before more training
                 ax.axvline(r["epoch"] + 0.5, color=f"C{i}", ls=":", lw=1)
-    ax.set_xlabel("epoch (dotted: reallocation after it)")
+                ax.plot([r["epoch"] + 0.5], [r["realloc"]["valid_ppl_after"]], "x", color=f"C{i}")
+    ax.set_xlabel("epoch (dotted: reallocation, x: valid ppl just after it)")
     ax.set_ylabel("validation perplexity")
     ax.legend(fontsize=8)
     names = [f["model"] for f in finals]
