@@ -4,7 +4,7 @@ A *stack* holds P pieces of equal sizes [d, h_1..h_L, C] (across combinations an
 W_l: (P, h_l, h_{l-1}) and b_l: (P, h_l). One SGD step on minibatch rows ``idx``::
 
     a_0 = X[idx]                  (B, d) with train.shuffle = "shared", (P, B, d) with "per-piece"
-    z_l = a_{l-1} W_l^T + b_l     (P, B, h_l)        layer 1 with a shared a_0: one (B, d)x(d, P*h_1) GEMM
+    z_l = a_{l-1} W_l^T + b_l     (P, B, h_l)    (layer 1, shared a_0: one (B, d)x(d, P*h_1) GEMM)
     a_l = f(z_l),  logits = z_{L+1}
     g_{L+1} = (softmax(logits) - onehot(y)) / B       = d(sum_p CE_p) / d logits
     dW_l = g_l^T a_{l-1},  db_l = sum_B g_l,  g_{l-1} = (g_l W_l) * f'(a_{l-1})
@@ -31,6 +31,11 @@ from .subnet import piece_neurons
 from .train import batch_order
 
 MAX_STACK = 1024  # pieces trained together; larger job lists are split into several stacks
+# A shared-order stack runs layer 1 as one (B, d) x (d, P*h_1) GEMM. MKL computes a column the same
+# way whatever the other columns, except for very narrow products (P*h_1 <= 8 here), which take
+# another kernel; small stacks are padded to MIN_COLUMNS so a piece's result never depends on its
+# stack-mates (rows are identical on any number of ranks).
+MIN_COLUMNS = 64
 
 
 # --- stacking: pieces of the pretrained net as (P, ...) tensors -------------------------------
@@ -38,7 +43,7 @@ MAX_STACK = 1024  # pieces trained together; larger job lists are split into sev
 def stack_params(net: MLP, neurons: list[list[np.ndarray]]) -> tuple[list, list]:
     """Ws, bs of the pieces whose hidden neurons are ``neurons[p] = [S_1, .., S_L]`` (same sizes).
 
-    Same slicing as ``subnet.extract``: W_1[S_1, :], W_l[S_l, S_{l-1}], W_out[:, S_L]; biases b_l[S_l].
+    The slicing of ``subnet.extract``: W_1[S_1, :], W_l[S_l, S_{l-1}], W_out[:, S_L], b_l[S_l].
     """
     lins = net.linears
     idx = [torch.as_tensor(np.stack([n[l] for n in neurons])) for l in range(len(lins) - 1)]
@@ -185,13 +190,15 @@ def train_pieces_batched(prep, jobs, max_stack: int = MAX_STACK) -> list[tuple[M
         for lo in range(0, len(members), max_stack):
             stack = members[lo:lo + max_stack]
             t0 = time.perf_counter()
-            Ws, bs = stack_params(net, [neurons[i] for i in stack])
             if shared is not None:
+                pad = max(0, -(-MIN_COLUMNS // hidden[0]) - len(stack))
+                Ws, bs = stack_params(net, [neurons[i] for i in stack + [stack[0]] * pad])
                 orders = shared
             else:
+                Ws, bs = stack_params(net, [neurons[i] for i in stack])
                 per = [batch_order(len(X), t.piece_epochs, piece_seed(cfg, jobs[i][0], jobs[i][2]))
                        for i in stack]
-                orders = [torch.stack(e) for e in zip(*per)] if per[0] else []
+                orders = [torch.stack([o[e] for o in per]) for e in range(t.piece_epochs)]
             train_stack(Ws, bs, X, y, orders, batch_size=t.batch_size, lr=t.lr,
                         momentum=t.momentum, activation=net.activation)
             pieces = [make_mlp(sizes, net.activation, [W[p] for W in Ws], [b[p] for b in bs])
