@@ -9,7 +9,7 @@ from conftest import run_mpi
 
 from splitnet import batched, config, experiment
 from splitnet.combinations import Space, paths
-from splitnet.subnet import extract
+from splitnet.subnet import extract, recombine
 
 FAST = ["train.pretrain_epochs=3", "train.piece_epochs=2"]
 N_COMBOS = 6
@@ -142,3 +142,27 @@ def test_mpi_two_ranks_give_the_one_rank_rows(tmp_path):
         for r in got[n]:
             r.pop("seconds")
     assert len(got[1]) == 16 and got[1] == got[2]
+
+
+@pytest.mark.parametrize("variant", ["straight", "alternating"])
+@pytest.mark.parametrize("unheld,output", [("pretrained", "sum"), ("zero", "rescale")])
+def test_recombine_fast_is_recombine_bit_for_bit(preps, variant, unheld, output):
+    prep = with_train(preps("[5,3]", "relu"), variant, engine="batched")
+    gen = torch.Generator().manual_seed(0)
+    for c in (0, 7, 11):
+        split = experiment.split_of(prep, c)
+        pieces = [extract(prep.pretrained, split, p) for p in prep.paths]
+        with torch.no_grad():
+            for piece in pieces:
+                for q in piece.parameters():
+                    q.add_(torch.randn(q.shape, generator=gen))
+        ref = recombine(prep.pretrained, split, prep.paths, pieces, unheld=unheld, output=output)
+        got = batched.recombine_fast(prep.pretrained, split, prep.paths, pieces, unheld=unheld,
+                                     output=output)
+        assert got.sizes == ref.sizes
+        assert all(map(torch.equal, got.parameters(), ref.parameters()))
+        # and a piece survives the trip between ranks as a packed vector
+        for piece, path in zip(pieces, prep.paths, strict=True):
+            back = batched.unpack_piece(prep.pretrained, split, path, batched.pack_piece(piece))
+            assert back.sizes == piece.sizes
+            assert all(map(torch.equal, back.parameters(), piece.parameters()))
