@@ -28,6 +28,12 @@ Communication, counted in bytes of float32 (4 bytes), summed over all workers:
                        allreduce of all gradients every step (N = number of pieces = workers);
                        with the global minibatch split over N workers it IS the baseline.
 
+Piece scaling (``piece_scale="dropout"``): a piece sees one group of every layer's inputs, so
+while it trains its incoming weights of layers >= 2 are scaled by h_{l-1} / |S_{l-1}| (inverted
+dropout: a piece is a dropout mask keeping one group) and the recombined weights are divided
+back. Without it (``"none"``, the poster's way) each piece learns to produce the whole
+pre-activation from its group alone and the recombined sum over-counts.
+
 MPI (optional): with ``comm.size > 1`` the pieces of a round are dealt round-robin over the
 ranks, trained, all-gathered (lowercase, pickled state dicts), and every rank recombines the same
 way, so the result does not depend on the rank count. The counted bytes model the IST
@@ -49,11 +55,12 @@ from .combinations import paths as make_paths
 from .experiment import Prepared, piece_seed, remaining_order_seed
 from .model import MLP
 from .split import cut_fraction, make_split
-from .stitch import ensemble_accuracy, stitch
+from .stitch import ensemble_accuracy, held_counts, stitch
 from .subnet import extract, recombine
 from .train import accuracy, batch_order, derive_seed
 
 STRATEGIES = ("random", "weights", "activations", "contiguous", "exhaustive", "fixed")
+FIXED = ("contiguous", "exhaustive", "fixed")  # the same split every round
 FLOAT_BYTES = 4
 
 
@@ -135,6 +142,33 @@ def _as_mlp(like: MLP, tensors) -> MLP:
     return out
 
 
+def scale_piece(piece: MLP, net: MLP) -> None:
+    """Dropout-style (inverted) scaling of a freshly extracted piece, in place.
+
+    A piece sees |S_{l-1}| of the h_{l-1} inputs of every neuron of layer l >= 2 (and of the
+    outputs); scaling its incoming weights by h_{l-1} / |S_{l-1}| makes its pre-activations an
+    unbiased estimate of the full net's under a random split, as inverted dropout does (a piece
+    is a dropout mask that keeps one group). ``unscale_recombined`` undoes it after recombining,
+    so split -> recombine without training returns the net (exactly when the factors are powers
+    of two), and k = 1 is untouched.
+    """
+    with torch.no_grad():
+        for lin, plin in zip(net.linears[1:], piece.linears[1:], strict=True):
+            plin.weight.mul_(lin.in_features / plin.in_features)
+
+
+def unscale_recombined(net: MLP, split, paths) -> None:
+    """Divide every held weight of Linear m >= 1 by h_{m-1} / |G(j)| (G(j): column j's group)."""
+    counts = held_counts(net, split, paths)
+    with torch.no_grad():
+        for m, lin in enumerate(net.linears[1:], start=1):
+            labels = np.asarray(split[m - 1])
+            group_size = np.bincount(labels)[labels]  # (h_{m-1},)
+            f = torch.as_tensor(lin.in_features / group_size, dtype=lin.weight.dtype)
+            held = counts[m][0] > 0
+            lin.weight[held] = (lin.weight / f[None, :])[held]
+
+
 def _unpack(prep):
     if isinstance(prep, Prepared):
         return prep.config, prep.data, prep.pretrained
@@ -163,7 +197,7 @@ def train_rounds(prep, *, resplit_every: int, strategy: str | None = None, k: in
                  combination: int | None = None, split=None, stitch_steps: int = 0,
                  stitch_lr: float | None = None, stitch_every_round: bool = False,
                  unheld: str | None = None, output: str | None = None,
-                 comm=None) -> RoundsResult:
+                 piece_scale: str = "none", comm=None) -> RoundsResult:
     """Split -> train pieces ``resplit_every`` steps -> recombine, until ``total_steps``.
 
     ``prep``: an ``experiment.Prepared`` or a tuple ``(cfg, data, pretrained_net)``. Unset
@@ -171,7 +205,7 @@ def train_rounds(prep, *, resplit_every: int, strategy: str | None = None, k: in
     ``total_steps`` = ``train.piece_epochs`` epochs of the remaining data, the baseline's).
     ``stitch_steps`` > 0 stitches (``splitnet.stitch.stitch``) after the last round (or after
     every round with ``stitch_every_round``); those steps are extra, on the recombined net, and
-    move no bytes in the count.
+    move no bytes in the count. ``piece_scale="dropout"``: see ``scale_piece``.
     """
     cfg, data, net0 = _unpack(prep)
     s, t = cfg.split, cfg.train
@@ -188,6 +222,8 @@ def train_rounds(prep, *, resplit_every: int, strategy: str | None = None, k: in
         raise ValueError(f"total_steps={T} must be >= 1")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy={strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if piece_scale not in ("none", "dropout"):
+        raise ValueError(f"piece_scale={piece_scale!r} is not one of none, dropout")
     E = min(resplit_every, T)
     R = -(-T // E)
     paths = make_paths(variant, len(net0.hidden), k)
@@ -207,30 +243,35 @@ def train_rounds(prep, *, resplit_every: int, strategy: str | None = None, k: in
     sp = None
     for r in range(R):
         lo, hi = r * E, min((r + 1) * E, T)
-        sp = round_split(strategy, net, k, variant, seed=cfg.seed, r=r, combination=combination,
-                         split=split, X=data.pretrain[0])
+        if r == 0 or strategy not in FIXED:  # a fixed split is computed once
+            sp = round_split(strategy, net, k, variant, seed=cfg.seed, r=r,
+                             combination=combination, split=split, X=data.pretrain[0])
         cuts.append(cut_fraction(net, sp))
-        trained: dict[int, tuple[dict, list | None]] = {}
+        local: dict[int, tuple[MLP, list | None]] = {}
         for j, p in enumerate(paths):
             if j % size != rank:
                 continue
             piece = extract(net, sp, p)
+            if piece_scale == "dropout":
+                scale_piece(piece, net)
             pbuf = list(extract(buf, sp, p).parameters()) if buf is not None else None
             pbuf = sgd_steps(piece, X, y, streams[p][lo:hi], lr=t.lr, momentum=t.momentum,
                              buffers=pbuf)
-            trained[j] = (piece.state_dict(), pbuf)
+            local[j] = (piece, pbuf)
         if size > 1:
-            for part in comm.allgather(trained):
-                trained.update(part)
-        pieces, pbufs = [], []
-        for j, p in enumerate(paths):
-            piece = extract(net, sp, p)  # the right shape; its values are replaced next
-            piece.load_state_dict(trained[j][0])
-            pieces.append(piece)
-            if buf is not None:
-                pbufs.append(_as_mlp(piece, trained[j][1]))
+            for part in comm.allgather({j: (pc.state_dict(), b) for j, (pc, b) in local.items()}):
+                for j, (state, b) in part.items():
+                    if j not in local:
+                        piece = extract(net, sp, paths[j])  # the right shape; values replaced
+                        piece.load_state_dict(state)
+                        local[j] = (piece, b)
+        pieces = [local[j][0] for j in range(len(paths))]
+        pbufs = ([_as_mlp(local[j][0], local[j][1]) for j in range(len(paths))]
+                 if buf is not None else [])
         bytes_per_round.append(round_bytes(pieces, t.momentum))
         new = recombine(net, sp, paths, pieces, unheld=unheld, output=output)
+        if piece_scale == "dropout":
+            unscale_recombined(new, sp, paths)
         if buf is not None:
             buf = recombine(buf, sp, paths, pbufs, unheld="pretrained", output="sum")
         net = new

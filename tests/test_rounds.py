@@ -14,7 +14,14 @@ from conftest import run_mpi
 from splitnet import config, experiment
 from splitnet.combinations import paths
 from splitnet.model import build_mlp
-from splitnet.rounds import batch_stream, dp_step_bytes, round_bytes, train_rounds
+from splitnet.rounds import (
+    batch_stream,
+    dp_step_bytes,
+    round_bytes,
+    scale_piece,
+    train_rounds,
+    unscale_recombined,
+)
 from splitnet.stitch import (
     ensemble_logits,
     held_counts,
@@ -64,8 +71,8 @@ def test_k1_equals_the_baseline_for_any_period(momentum):
     t = cfg.train
     train(ref, *p1.data.remaining, epochs=t.piece_epochs, batch_size=t.batch_size, lr=t.lr,
           momentum=t.momentum, seed=experiment.remaining_order_seed(cfg))
-    for period in (1, 7, 60):
-        res = train_rounds(p1, strategy="random", resplit_every=period)
+    for period, scale in ((1, "none"), (7, "dropout"), (60, "none")):
+        res = train_rounds(p1, strategy="random", resplit_every=period, piece_scale=scale)
         assert _state_equal(res.net, ref), period
         assert res.accuracy == p1.baseline_accuracy
 
@@ -88,11 +95,30 @@ def test_bytes_closed_form():
     assert dp_step_bytes(p.pretrained, 4) == 8 * 3 * full
 
 
+@pytest.mark.parametrize(("variant", "k"), [("straight", 4), ("all-paths", 2)])
+def test_dropout_scaling_round_trip_is_exact(variant, k):
+    net = build_mlp([5, 8, 8, 3], seed=2)
+    sp = (np.arange(8) % k, (np.arange(8) // 2) % k)
+    P = paths(variant, 2, k)
+    pieces = [extract(net, sp, p) for p in P]
+    for piece in pieces:
+        scale_piece(piece, net)
+    plain = extract(net, sp, P[0])
+    assert torch.equal(pieces[0].linears[0].weight, plain.linears[0].weight)  # first layer: 1
+    for m in (1, 2):  # 8 inputs, the piece sees 8/k: factor k
+        assert torch.equal(pieces[0].linears[m].weight, plain.linears[m].weight * k)
+    out = recombine(net, sp, P, pieces)
+    unscale_recombined(out, sp, P)
+    assert _state_equal(out, net)
+
+
 def test_errors(prep):
     with pytest.raises(ValueError, match="resplit_every"):
         train_rounds(prep, resplit_every=0)
     with pytest.raises(ValueError, match="strategy"):
         train_rounds(prep, strategy="nope", resplit_every=5)
+    with pytest.raises(ValueError, match="piece_scale"):
+        train_rounds(prep, resplit_every=5, piece_scale="nope")
     with pytest.raises(ValueError, match="combination"):
         train_rounds(prep, strategy="exhaustive", resplit_every=5)
 
@@ -192,3 +218,19 @@ def test_rank_count_independence(tmp_path, prep):
     res = train_rounds(prep, strategy="random", k=2, variant="alternating", resplit_every=13)
     h = hashlib.sha256(b"".join(v.numpy().tobytes() for v in res.net.state_dict().values()))
     assert acc == res.accuracy and digest == h.hexdigest()
+
+
+def test_activation_score_by_hand():
+    from splitnet.studies.resplit import activation_score, mean_ci
+
+    # neurons: layer 1 = [a, b], layer 2 = [c, d]; groups {a, c} and {b, d}
+    A = np.array([[0, .2, .9, .1],
+                  [.2, 0, .3, .7],
+                  [.9, .3, 0, .4],
+                  [.1, .7, .4, 0]])
+    within = (.9 + .7) / 2
+    across = (.2 + .1 + .3 + .4) / 4
+    assert activation_score(A, (np.array([0, 1]), np.array([0, 1]))) == pytest.approx(
+        within - across)
+    m, ci = mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and ci == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
