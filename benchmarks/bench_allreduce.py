@@ -39,13 +39,14 @@ def reps_for(n_bytes: int) -> tuple[int, int]:
     return 1, 8
 
 
-def time_allreduce(comm, x: np.ndarray) -> dict[str, tuple[float, float]]:
+def time_allreduce(comm, x: np.ndarray, reps: int | None = None) -> dict[str, tuple[float, float]]:
     """{algorithm: (min, median)} over repetitions of the slowest rank's time for one call.
 
     The algorithms take turns inside each repetition, so a burst of load from other processes
     hits all of them alike instead of whichever happened to be running.
     """
-    warmup, reps = reps_for(x.nbytes)
+    warmup, auto = reps_for(x.nbytes)
+    reps = reps or auto
     samples = {alg: [] for alg in ALGORITHMS}
     for r in range(warmup + reps):
         for alg in ALGORITHMS:
@@ -79,7 +80,7 @@ def run(args) -> dict:
     load0 = os.getloadavg()
     # ping-pong sizes 1 B, 4 B, ... up to the largest message benchmarked
     pp = [4**e for e in range(int(np.log(args.max_bytes) / np.log(4)) + 1)]
-    params, pp_sizes, pp_times = calibrate(comm, pp)
+    params, pp_sizes, pp_times = calibrate(comm, pp, reps=args.reps or 20)
     dtype = np.dtype(args.dtype)
     rows = []
     size = args.min_bytes
@@ -87,7 +88,7 @@ def run(args) -> dict:
         x = np.random.default_rng(rank).standard_normal(size // dtype.itemsize).astype(dtype)
         gamma, delta = local_rates(comm, size)
         p = replace(params, gamma=gamma, delta=delta)  # α, β fitted once; γ, δ at this size
-        times = time_allreduce(comm, x)
+        times = time_allreduce(comm, x, args.reps)
         for algorithm in ALGORITHMS:
             sent = counted_bytes(comm, x, algorithm)
             best, med = times[algorithm]
@@ -197,6 +198,7 @@ def main() -> None:
     ap.add_argument("--max-bytes", type=int, default=1 << 26)
     ap.add_argument("--step", type=int, default=4, help="size multiplier between points")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default: by size)")
     ap.add_argument("--out", type=Path, default=FIG)
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--verbose", action="store_true")
