@@ -18,7 +18,8 @@ DATASETS = ("digits", "breast_cancer", "wine", "iris", "synthetic", "mnist", "id
 STRATEGIES = ("exhaustive", "weights", "activations", "random", "contiguous")
 VARIANTS = ("straight", "alternating", "all-paths")
 UNHELD = ("pretrained", "zero")  # parameters held by no piece
-OUTPUTS = ("sum", "rescale")  # how the output layer combines the groups' contributions
+OUTPUTS = ("sum", "rescale", "shared-rescale")  # how the pieces' contributions combine
+PIECE_SCALES = ("none", "dropout")
 ENGINES = ("loop", "batched")
 SHUFFLES = ("shared", "per-piece")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
@@ -48,6 +49,11 @@ class SplitConfig:
     variant: str = "straight"
     unheld: str = "pretrained"
     output: str = "sum"
+    # iterated rounds (splitnet.rounds): re-split every this many SGD steps; 0 = one-shot
+    resplit_every: int = 0
+    piece_scale: str = "none"  # "dropout": pieces train with inverted-dropout weight scaling
+    stitch_steps: int = 0  # after recombining, SGD steps on the unheld weights + output layer
+    stitch_lr: float = 0.0  # 0: train.lr
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,12 @@ def validate(cfg: Config) -> None:
     _choice("split.variant", s.variant, VARIANTS)
     _choice("split.unheld", s.unheld, UNHELD)
     _choice("split.output", s.output, OUTPUTS)
+    _choice("split.piece_scale", s.piece_scale, PIECE_SCALES)
+    for key in ("resplit_every", "stitch_steps"):
+        if getattr(s, key) < 0:
+            raise ValueError(f"split.{key}={getattr(s, key)} must be >= 0")
+    if s.stitch_lr < 0:
+        raise ValueError(f"split.stitch_lr={s.stitch_lr} must be >= 0")
     _choice("train.engine", t.engine, ENGINES)
     _choice("train.shuffle", t.shuffle, SHUFFLES)
     for key in ("pretrain_fraction", "test_fraction"):

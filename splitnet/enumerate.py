@@ -24,7 +24,15 @@ from tqdm import tqdm
 
 from . import config as config_mod
 from . import results
-from .experiment import make_row, n_combinations, prepare, split_of, train_pieces
+from .experiment import (
+    make_row,
+    n_combinations,
+    prepare,
+    run_combination,
+    split_of,
+    train_pieces,
+    uses_rounds,
+)
 from .mpi import abort_on_error, world
 
 PIECES_PER_RANK = {"loop": 8, "batched": 512}  # chunk size: pieces each rank trains per chunk
@@ -147,6 +155,11 @@ def run(args, cfg, todo_range, out, done, comm) -> int:
 def _chunk(prep, combos: list[int], comm) -> list[dict] | None:
     """Train a chunk's pieces across the ranks; rank 0 gets the chunk's rows in index order."""
     rank, size = comm.Get_rank(), comm.Get_size()
+    if uses_rounds(prep.config):  # rounds recombine between rounds: a combination per rank
+        rows = [run_combination(prep, c) for c in combos[rank::size]]
+        gathered = comm.gather(rows, root=0)
+        return (sorted((r for part in gathered for r in part), key=lambda r: r["combination"])
+                if rank == 0 else None)
     n_paths = len(prep.paths)
     splits = {c: split_of(prep, c) for c in combos}
     jobs = [(c, p) for c in combos for p in range(n_paths)]

@@ -137,14 +137,34 @@ def train_pieces(prep: Prepared, jobs) -> list[tuple[MLP, float]]:
     return out
 
 
-def make_row(prep: Prepared, combination: int, split, pieces: list[MLP], seconds: float) -> dict:
-    """Recombine trained pieces (one per path, in ``prep.paths`` order) and evaluate."""
+def stitch_seed(cfg: Config) -> int:
+    return derive_seed(cfg.seed, "stitch", 0)
+
+
+def recombine_and_stitch(prep: Prepared, split, pieces: list[MLP]) -> tuple[MLP, MLP]:
+    """(recombined net, the same after ``split.stitch_steps`` of stitching) for one-shot rows."""
+    from .stitch import recombine_shared_rescale, stitch
+
+    s, t = prep.config.split, prep.config.train
+    if s.output == "shared-rescale":
+        net = recombine_shared_rescale(prep.pretrained, split, prep.paths, pieces, unheld=s.unheld)
+    else:
+        net = recombine(prep.pretrained, split, prep.paths, pieces, unheld=s.unheld,
+                        output=s.output)
+    stitched = stitch(net, split, prep.paths, prep.data.remaining, steps=s.stitch_steps,
+                      lr=s.stitch_lr or t.lr, seed=stitch_seed(prep.config),
+                      batch_size=t.batch_size) if s.stitch_steps else net
+    return net, stitched
+
+
+def uses_rounds(cfg: Config) -> bool:
+    """Rows come from ``splitnet.rounds`` (re-splitting, or dropout-scaled pieces)."""
+    return cfg.split.resplit_every > 0 or cfg.split.piece_scale != "none"
+
+
+def _row(prep: Prepared, combination: int, split, **measured) -> dict:
+    """The keys every row carries, plus the measured ones."""
     cfg = prep.config
-    net = recombine(prep.pretrained, split, prep.paths, pieces, unheld=cfg.split.unheld,
-                    output=cfg.split.output)
-    X_test, y_test = prep.data.test
-    with torch.no_grad():  # the logit-sum ensemble of the pieces: an upper reference
-        logits = sum(p(torch.as_tensor(X_test)) for p in pieces)
     experiment = prep.experiment or cfg
     return {
         "combination": combination,
@@ -153,20 +173,61 @@ def make_row(prep: Prepared, combination: int, split, pieces: list[MLP], seconds
         "variant": cfg.split.variant,
         "groups": cfg.split.groups,
         "paths": [list(p) for p in prep.paths],
-        "accuracy": accuracy(net, X_test, y_test),
+        **measured,
         "baseline_accuracy": prep.baseline_accuracy,
         "pretrained_accuracy": prep.pretrained_accuracy,
-        "piece_accuracies": [accuracy(p, X_test, y_test) for p in pieces],
-        "ensemble_accuracy": float((logits.argmax(1).numpy() == y_test).mean()),
-        "cut_fraction": cut_fraction(prep.pretrained, split),
-        "recombination": {"unheld": cfg.split.unheld, "output": cfg.split.output},
+        "recombination": {"unheld": cfg.split.unheld, "output": cfg.split.output,
+                          "stitch_steps": cfg.split.stitch_steps},
         "seed": cfg.seed,
         "piece_seeds": [piece_seed(cfg, combination, p) if cfg.train.shuffle == "per-piece"
                         else remaining_order_seed(cfg) for p in prep.paths],
         "config_hash": experiment.hash(),
         "config": experiment.to_dict(),
-        "seconds": seconds,
     }
+
+
+def make_row(prep: Prepared, combination: int, split, pieces: list[MLP], seconds: float) -> dict:
+    """Recombine trained pieces (one per path, in ``prep.paths`` order) and evaluate."""
+    unstitched, net = recombine_and_stitch(prep, split, pieces)
+    X_test, y_test = prep.data.test
+    with torch.no_grad():  # the logit-sum ensemble of the pieces: an upper reference
+        logits = sum(p(torch.as_tensor(X_test)) for p in pieces)
+    return _row(
+        prep, combination, split,
+        accuracy=accuracy(net, X_test, y_test),
+        accuracy_before_stitch=(accuracy(unstitched, X_test, y_test)
+                                if net is not unstitched else None),
+        piece_accuracies=[accuracy(p, X_test, y_test) for p in pieces],
+        ensemble_accuracy=float((logits.argmax(1).numpy() == y_test).mean()),
+        cut_fraction=cut_fraction(prep.pretrained, split),
+        seconds=seconds,
+    )
+
+
+def rounds_row(prep: Prepared, combination: int) -> dict:
+    """A row of an iterated-rounds run (``split.resplit_every`` > 0): see ``splitnet.rounds``."""
+    from .rounds import train_rounds
+
+    s = prep.config.split
+    fixed = s.strategy == "exhaustive"
+    t0 = time.perf_counter()
+    # every round re-splits with the strategy; an exhaustive combination is a fixed split
+    res = train_rounds(prep, resplit_every=s.resplit_every or 10**12, combination=combination,
+                       strategy="exhaustive" if fixed else s.strategy,
+                       stitch_steps=s.stitch_steps, stitch_lr=s.stitch_lr or None,
+                       piece_scale=s.piece_scale)
+    return _row(
+        prep, combination, res.last_split,
+        accuracy=res.accuracy,
+        accuracy_before_stitch=res.accuracy_before_stitch if s.stitch_steps else None,
+        piece_accuracies=res.piece_accuracies,
+        ensemble_accuracy=res.ensemble_accuracy,
+        cut_fraction=res.cut_fractions[0],
+        rounds=res.rounds, resplit_every=res.resplit_every,
+        bytes_moved=res.bytes_total, dp_bytes=res.dp_bytes_total,
+        curve=[list(c) for c in res.curve],
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def run_split(prep: Prepared, split, combination: int = 0) -> dict:
@@ -176,4 +237,6 @@ def run_split(prep: Prepared, split, combination: int = 0) -> dict:
 
 
 def run_combination(prep: Prepared, combination: int) -> dict:
+    if uses_rounds(prep.config):
+        return rounds_row(prep, combination)
     return run_split(prep, split_of(prep, combination), combination)

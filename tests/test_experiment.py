@@ -47,3 +47,28 @@ def test_every_strategy_runs(strategy):
     prep = experiment.prepare(config.load(None, [*FAST, f"split.strategy={strategy}"]))
     row = experiment.run_combination(prep, 0)
     assert 0.0 <= row["accuracy"] <= 1.0 and row["strategy"] == strategy
+
+
+def test_rounds_through_the_config():
+    rounds = experiment.prepare(config.load(None, [*FAST, "split.resplit_every=3",
+                                                   "split.groups=1"]))
+    row = experiment.run_combination(rounds, 0)
+    assert row["rounds"] > 1 and row["bytes_moved"] > 0
+    assert row["accuracy"] == row["baseline_accuracy"]  # k = 1: re-splitting changes nothing
+    # a period longer than the budget is the one-shot row
+    one_shot = experiment.prepare(config.load(None, [*FAST, "split.resplit_every=100000"]))
+    plain = experiment.prepare(config.load(None, FAST))
+    a, b = experiment.run_combination(one_shot, 4), experiment.run_combination(plain, 4)
+    assert a["rounds"] == 1 and a["accuracy"] == b["accuracy"]
+    assert a["piece_accuracies"] == b["piece_accuracies"]
+
+
+def test_stitch_and_shared_rescale_rows():
+    stitched = experiment.run_combination(
+        experiment.prepare(config.load(None, [*FAST, "split.stitch_steps=5"])), 2)
+    plain = experiment.run_combination(experiment.prepare(config.load(None, FAST)), 2)
+    assert stitched["accuracy_before_stitch"] == plain["accuracy"]
+    assert plain["accuracy_before_stitch"] is None
+    shared = experiment.run_combination(
+        experiment.prepare(config.load(None, [*FAST, "split.output=shared-rescale"])), 2)
+    assert shared["piece_accuracies"] == plain["piece_accuracies"]
