@@ -91,12 +91,12 @@ def plan(args, cfg) -> tuple[range, Path]:
 
 def check_out(path: Path, cfg) -> set[int]:
     """Rank 0: the combinations already in ``path`` (resume); refuses another config's rows."""
-    rows = results.read_rows(path)
-    results.check_config(rows, cfg.hash(), path)
-    try:  # fail now, not after pretraining, if the file cannot be written
+    try:  # fail now, not after pretraining, if the file cannot be read or written
+        rows = results.read_rows(path)
         results.open_for_append(path).close()
     except OSError as e:
         raise ValueError(f"--out {str(path)!r} is not writable: {e.strerror}") from None
+    results.check_config(rows, cfg.hash(), path)
     return {(r.get("seed", cfg.seed), r["combination"]) for r in rows}
 
 

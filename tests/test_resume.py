@@ -267,9 +267,6 @@ def test_a_rank_failing_mid_run_ends_the_whole_job(runs):
     print(f"a failing rank ended the job (exit {rc}) after {took:.1f} s")
 
 
-@pytest.mark.xfail(strict=True, reason="driver bug: check_out lets read_rows' IsADirectoryError "
-                   "(an OSError) escape setup(), which catches only ValueError: a traceback, and "
-                   "MPI_Abort under mpiexec, not 'error: --out ...' (enumerate.py check_out)")
 def test_out_that_is_a_directory_is_refused_with_a_message(runs, tmp_path, capsys):
     rc, err = _main([*runs["base"], "--out", str(tmp_path)], capsys)
     assert rc != 0 and "--out" in err and "Traceback" not in err, (rc, err)
