@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -159,3 +160,21 @@ def test_pruned_net_runs_tensor_parallel():
     x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
     out = ChunkedMLP.from_torch(small).forward(x)
     np.testing.assert_allclose(out, small(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
+
+
+def test_pruning_study_smoke(tmp_path):
+    """The study writes one row per (method, fraction, finetuned) and the figure."""
+    from splitnet.studies.pruning import main
+
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(f'hidden = [16, 16]\nepochs = 1\nfractions = [0.0, 0.5]\nfinetune_epochs = 1\n'
+                   f'methods = ["connections-global", "neurons-l2"]\n'
+                   f'timing_min_time = 0.0001\ntiming_repeats = 1\n'
+                   f'out = "{tmp_path / "p.jsonl"}"\nfigure = "{tmp_path / "p.png"}"\n')
+    main([str(cfg)])
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 2 and (tmp_path / "p.png").stat().st_size > 0
+    shrunk = [r for r in rows if r["method"] == "neurons-l2" and r["fraction"] == 0.5]
+    assert shrunk[0]["sizes"] == [64, 8, 8, 10]
+    dense = [r for r in rows if r["method"] == "connections-global" and r["fraction"] == 0.5]
+    assert abs(dense[0]["weight_sparsity"] - 0.5) < 1e-3 and dense[0]["params"] == rows[0]["params"]

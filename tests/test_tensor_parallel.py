@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+
 import numpy as np
 import pytest
 import torch
-from conftest import run_mpi
+from conftest import REPO, run_mpi
 from torch import nn
 
 from splitnet.model import build_mlp
@@ -72,7 +75,19 @@ def test_bad_inputs_raise():
 
 
 @pytest.mark.mpi
-def test_chunked_mlp_equals_torch_on_1_to_4_ranks():
-    """One launch: sub-communicators of 1, 2, 3, 4 ranks (7 on 2 and 3 on 4 neurons included)."""
-    proc = run_mpi(4, ["tests/mpi_scripts/tp_check.py"], timeout=180)
+def test_chunked_mlp_on_1_to_4_ranks_and_benchmark_smoke(tmp_path):
+    """One launch: sub-communicators of 1, 2, 3, 4 ranks (7 on 2 and 3 on 4 neurons included),
+    then the benchmark, tiny: rows for 1, 2, 4 ranks and the baselines, and both figures."""
+    out = tmp_path / "tp.jsonl"
+    proc = run_mpi(4, ["tests/mpi_scripts/tp_check.py", "--bench-out", str(out)], timeout=240)
     assert "tp_check: OK on 1..4 ranks" in proc.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(r["impl"], r["ranks"]) for r in rows} >= {("chunked", 1), ("chunked", 2),
+                                                       ("chunked", 4), ("numpy", 1), ("torch", 1)}
+    spec = importlib.util.spec_from_file_location("bench_tp", REPO / "benchmarks" /
+                                                  "bench_tensor_parallel.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.report(out, tmp_path)
+    assert (tmp_path / "tensor_parallel_seq.png").stat().st_size > 0
+    assert (tmp_path / "tensor_parallel_para.png").stat().st_size > 0

@@ -1,6 +1,6 @@
 """Check splitnet.tensor_parallel.ChunkedMLP against plain torch on 1, 2, 3 and 4 ranks.
 
-Run: mpiexec -n 4 python -m mpi4py tests/mpi_scripts/tp_check.py
+Run: mpiexec -n 4 python -m mpi4py tests/mpi_scripts/tp_check.py [--bench-out ROWS.jsonl]
 
 One launch covers every rank count: the world is split into sub-communicators of k = 1..N ranks
 (ranks >= k sit the round out). For each net (uneven 7 neurons, 3 neurons where some rank owns
@@ -11,10 +11,13 @@ none, relu/tanh/sigmoid, float32/float64, an output activation, a Linear without
     momentum; tests/test_tensor_parallel.py checks that against the optimizer itself): parameters
     after to_torch() within 1e-5, and the returned losses equal torch's;
   - to_torch() of an untrained net gives back the exact weights (slicing is lossless).
+With ``--bench-out`` it then runs the benchmark tiny (a smoke test: it runs and writes rows).
 An AssertionError aborts the job (non-zero exit) under ``python -m mpi4py``.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import torch
@@ -93,6 +96,19 @@ def check(comm, name, make) -> None:
         assert err < TOL, f"{where}: after 3 SGD steps {key} differs by {err:.3g}"
 
 
+def bench_smoke(out: str) -> None:
+    """Run benchmarks/bench_tensor_parallel.py tiny, in this job (saves a second launch)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tensor_parallel.py"
+    spec = importlib.util.spec_from_file_location("bench_tp", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--widths", "8", "--batch", "4", "--train-batch", "4", "--min-time", "0.001",
+                "--repeats", "1", "--out", out])
+
+
 def main() -> None:
     world = MPI.COMM_WORLD
     torch.set_num_threads(1)
@@ -104,7 +120,9 @@ def main() -> None:
             sub.Free()
         world.Barrier()
     if world.Get_rank() == 0:
-        print(f"tp_check: OK on 1..{world.Get_size()} ranks")
+        print(f"tp_check: OK on 1..{world.Get_size()} ranks", flush=True)
+    if len(sys.argv) > 2 and sys.argv[1] == "--bench-out":
+        bench_smoke(sys.argv[2])
 
 
 if __name__ == "__main__":
