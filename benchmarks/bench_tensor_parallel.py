@@ -18,7 +18,9 @@ Timing: calibrate n calls per round (~``--min-time`` s), then ``--repeats`` roun
 starts after a barrier and its time is the slowest rank's. The rounds of all variants are
 interleaved (round i of every variant back to back), and ranks outside the timed group sleep,
 so a load change on a shared machine hits every variant alike. We keep the best round (other
-users only ever add time) and the median.
+users only ever add time) and the median, and the best CPU time per call (``process_time``):
+for one single-threaded process that is the work itself, whatever share of a core other users
+leave us; for p > 1 it includes MPI's busy-polling while waiting.
 """
 
 from __future__ import annotations
@@ -65,13 +67,14 @@ def calibrate(fn, comm, min_time: float) -> int:
         n *= 2
 
 
-def one_round(fn, comm, n: int) -> float:
-    """Seconds per call over n calls, started together, as the slowest rank saw it."""
+def one_round(fn, comm, n: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per call over n calls started together, the slowest rank's."""
     comm.Barrier()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
         fn()
-    return comm.allreduce((time.perf_counter() - t0) / n, op=MPI.MAX)
+    wall, cpu = (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
+    return comm.allreduce(wall, op=MPI.MAX), comm.allreduce(cpu, op=MPI.MAX)
 
 
 def numpy_net(model):
@@ -193,12 +196,14 @@ def run(args) -> None:
                     idle_barrier(comm)
             for (impl, p), ts in times.items():
                 if rank == 0:
-                    best, median = float(min(ts)), float(np.median(ts))
+                    walls = [w for w, _ in ts]
+                    best, median = float(min(walls)), float(np.median(walls))
+                    cpu = float(min(c for _, c in ts))
                     rows.append({"impl": impl, "ranks": p, "launch_ranks": size, "width": width,
                                  "sizes": sizes, "metric": metric,
                                  "samples": {"predict1": 1, "predict_batch": args.batch,
                                              "train": args.train_batch}[metric], "best_s": best,
-                                 "median_s": median, "load1": os.getloadavg()[0]})
+                                 "median_s": median, "cpu_s": cpu, "load1": os.getloadavg()[0]})
                     print(f"p={p} w={width:5d} {impl:10s} {metric:13s} best {best * 1e3:9.4f}"
                           f" ms  median {median * 1e3:9.4f} ms", flush=True)
     if rank == 0:
@@ -209,16 +214,23 @@ def run(args) -> None:
 
 
 def report(path: Path, fig_dir: Path) -> None:
-    """Print the table (best-of-rounds ms, speedups) and draw the seq / para figures."""
+    """Print the tables (wall: all, with speedups; CPU: sequential) and draw the figures.
+
+    "Performance seq" plots CPU time of the one-process implementations; "Performance para"
+    plots the wall-clock speedup of p ranks over 1 rank (the only honest parallel metric)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = {}
+    t, cpu, loads = {}, {}, []
     for line in path.read_text().splitlines():   # the latest row wins for each key
         r = json.loads(line)
         t[(r["impl"], r["ranks"], r["width"], r["metric"])] = r["best_s"]
+        cpu[(r["impl"], r["ranks"], r["width"], r["metric"])] = r.get("cpu_s", r["best_s"])
+        loads.append(r["load1"])
+    print(f"wall-clock, best of rounds; 1-min load average during the run "
+          f"{min(loads):.1f}..{max(loads):.1f}\n")
     widths = sorted({k[2] for k in t})
     ranks = sorted({k[1] for k in t if k[0] == "chunked"})
     base = [b for b in ("numpy", "torch", "tensorflow") if any(k[0] == b for k in t)]
@@ -234,18 +246,29 @@ def report(path: Path, fig_dir: Path) -> None:
             cells += [f"{c1 / t[('chunked', p, w, m)]:.2f}x" if c1 and ("chunked", p, w, m)
                       in t else "-" for p in ranks if p > 1]
             print(f"| {w}x3 | {m} | " + " | ".join(cells) + " |")
-    if ("numpy", 1, 60, "predict1") in t and ("chunked", 1, 60, "predict1") in t:
-        ratio = t[("chunked", 1, 60, "predict1")] / t[("numpy", 1, 60, "predict1")]
-        print(f"\n60x3 one-sample predict: chunked p=1 / bare numpy = {ratio:.2f} (goal <= 3)")
+    seq = base + ["chunked"]
+    print("\nsequential, CPU time per call (1 thread; robust to other users' load)\n")
+    print("| net | metric | " + " | ".join(seq) + " |")
+    print("|" + "---|" * (len(seq) + 2))
+    for w in widths:
+        for m in METRICS:
+            cells = [cpu.get((b, 1, w, m)) for b in seq]
+            print(f"| {w}x3 | {m} | " + " | ".join(f"{v * 1e3:.3f} ms" if v else "-"
+                                                   for v in cells) + " |")
+    key_c, key_n = ("chunked", 1, 60, "predict1"), ("numpy", 1, 60, "predict1")
+    if key_c in t and key_n in t:
+        print(f"\n60x3 one-sample predict, chunked p=1 / bare numpy: wall "
+              f"{t[key_c] / t[key_n]:.2f}, CPU {cpu[key_c] / cpu[key_n]:.2f} (goal <= 3)")
     fig_dir.mkdir(parents=True, exist_ok=True)
     styles = {"numpy": "s-", "torch": "o-", "tensorflow": "^-", "chunked": "D-"}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, m in zip(axes, METRICS, strict=True):
         for impl in base + ["chunked"]:
             ws = [w for w in widths if (impl, 1, w, m) in t]
-            ax.loglog(ws, [t[(impl, 1, w, m)] * 1e3 for w in ws], styles[impl],
+            ax.loglog(ws, [cpu[(impl, 1, w, m)] * 1e3 for w in ws], styles[impl],
                       label=impl + (" (1 rank)" if impl == "chunked" else ""))
-        ax.set(title=f"{m}", xlabel="hidden width w (net 64-w-w-w-10)", ylabel="time per call (ms)")
+        ax.set(title=f"{m}", xlabel="hidden width w (net 64-w-w-w-10)",
+               ylabel="CPU time per call (ms)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     fig.suptitle("Performance seq: one process, single-threaded, float32")
