@@ -43,13 +43,18 @@ from torch import nn
 
 from splitnet.mpi import IN_PLACE, world
 
+
 # In-place activations and f'(a) written in terms of the output a = f(z), so only A is stored.
-_FORWARD = {
-    "relu": lambda z: np.maximum(z, 0, out=z),
-    "tanh": lambda z: np.tanh(z, out=z),
-    "sigmoid": lambda z: expit(z, out=z),
-    "identity": lambda z: z,
-}
+def _activation(name: str, dtype):
+    zero = np.zeros((), dtype)  # a 0-d array of the same dtype: the cheapest ufunc operand
+    return {
+        "relu": lambda z: np.maximum(z, zero, out=z),
+        "tanh": lambda z: np.tanh(z, out=z),
+        "sigmoid": lambda z: expit(z, out=z),
+        "identity": None,
+    }[name]
+
+
 _DERIV = {
     "relu": lambda a: a > 0,
     "tanh": lambda a: 1 - a * a,
@@ -57,6 +62,7 @@ _DERIV = {
 }
 _MODULES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 _TORCH = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 
 
 def partition(n: int, p: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +111,12 @@ class _Plan:
                        for l, a in enumerate(self.acts[1:])]
         self.scatter = [net.all_counts[l] * B for l in range(len(net.counts))]
         self.partial = [np.empty((n, B), dt) for n in net.sizes[1:-1]]   # sum_r W_r^T D_{l,r}
+        # the forward hot path, one tuple per layer (W and b are only ever updated in place)
+        gather = net.size > 1
+        self.steps = [(w, out, b, _activation(act, dt), spec if gather else None, full)
+                      for w, out, b, act, spec, full in zip(net.W, self.outs, net.b, net.acts,
+                                                            self.gather, self.acts[1:],
+                                                            strict=True)]
         self.delta = [np.empty((c, B), dt) for c in net.counts]          # D_{l,r}
 
 
@@ -120,8 +132,8 @@ class ChunkedMLP:
             raise ValueError(f"dtype={self.dtype} must be float32 or float64")
         self.acts = list(activations)
         for a in self.acts:
-            if a not in _FORWARD:
-                raise ValueError(f"activation={a!r} is not one of {', '.join(_FORWARD)}")
+            if a not in _ACTIVATIONS:
+                raise ValueError(f"activation={a!r} is not one of {', '.join(_ACTIVATIONS)}")
         self.sizes = [int(np.shape(weights[0])[1])] + [int(np.shape(w)[0]) for w in weights]
         self.has_bias = list(has_bias) if has_bias is not None else [True] * len(weights)
         parts = [partition(n, self.size) for n in self.sizes[1:]]
@@ -199,15 +211,15 @@ class ChunkedMLP:
         plan = self._plan(x.shape[0])
         np.copyto(plan.acts[0], x.T)
         a = plan.acts[0]
-        gather = self.size > 1
-        for l, w in enumerate(self.W):
-            out = plan.outs[l]                      # this rank's rows of A_l, in place
-            np.matmul(w, a, out=out)                # (n_r, n_{l-1}) @ (n_{l-1}, B)
-            out += self.b[l]
-            _FORWARD[self.acts[l]](out)
-            if gather:
-                self.comm.Allgatherv(IN_PLACE, plan.gather[l])
-            a = plan.acts[l + 1]
+        comm = self.comm
+        for w, out, b, f, spec, full in plan.steps:
+            np.dot(w, a, out=out)                   # (n_r, n_{l-1}) @ (n_{l-1}, B): my rows
+            out += b
+            if f is not None:
+                f(out)
+            if spec is not None:                    # everyone's rows, in place
+                comm.Allgatherv(IN_PLACE, spec)
+            a = full
         return plan
 
     def forward(self, x) -> np.ndarray:
@@ -242,12 +254,12 @@ class ChunkedMLP:
         self.db = [None] * L
         for l in range(L - 1, -1, -1):
             d = plan.delta[l]
-            np.matmul(d, plan.acts[l].T, out=self.dW[l])        # (n_r, B) @ (B, n_{l-1})
+            np.dot(d, plan.acts[l].T, out=self.dW[l])           # (n_r, B) @ (B, n_{l-1})
             self.db[l] = d.sum(axis=1, keepdims=True)
             if l == 0:
                 break
             part = plan.partial[l - 1]
-            np.matmul(self.W[l].T, d, out=part)                 # (n_{l-1}, n_r) @ (n_r, B)
+            np.dot(self.W[l].T, d, out=part)                    # (n_{l-1}, n_r) @ (n_r, B)
             nxt = plan.delta[l - 1]
             if self.size > 1:
                 self.comm.Reduce_scatter(part, nxt, plan.scatter[l - 1])
