@@ -8,8 +8,7 @@ training (10 epochs, batch 32, shared order). Measured, in this order:
 
 1. in one process, rows (train the pieces + make_row) of the first ``--loop-combos``
    combinations with the loop engine, then the batched engine on the same subset and on all
-   2,450; also "batched + recombine_fast" (experiment.recombine swapped for the bit-identical
-   batched.recombine_fast: the proposed call-site change, emulated here);
+   2,450;
 2. ``mpiexec -n 1`` and ``-n 2`` runs of the batched driver (``python -m splitnet.enumerate
    --quiet``) on all 2,450; the start-up (imports, pretraining, baseline) is measured by a
    ``--stop 2`` run with the same rank count and subtracted;
@@ -34,7 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from splitnet import config, experiment  # noqa: E402
-from splitnet.batched import recombine_fast  # noqa: E402
 
 STUDY = ["model.hidden=[8,8]", "split.groups=2", "split.variant=straight"]
 CHUNK = 512  # combinations per train_pieces call in-process (the driver's batched chunk, 1 rank)
@@ -109,13 +107,6 @@ def main() -> None:
     add("batched engine, in-process (same subset)", len(subset), b_s, f"training {b_train:.1f} s")
     full_s, full_train = rows_in_process(fast, list(range(n_all)))
     add("batched engine, in-process (all)", n_all, full_s, f"training {full_train:.1f} s")
-    original = experiment.recombine
-    experiment.recombine = recombine_fast  # the proposed call-site change, emulated
-    try:
-        rf_s, rf_train = rows_in_process(fast, list(range(n_all)))
-    finally:
-        experiment.recombine = original
-    add("batched + recombine_fast, in-process (all)", n_all, rf_s, f"training {rf_train:.1f} s")
     ratios = [
         ("batched / loop, rows (same subset)", loop_s / b_s),
         ("batched / loop, training only (same subset)", loop_train / b_train),

@@ -212,7 +212,8 @@ def train_pieces_batched(prep, jobs, max_stack: int = MAX_STACK) -> list[tuple[M
 # --- fast paths for the rows (recombination and shipping pieces between ranks) ------------------
 # Once training is batched, per-combination Python overhead dominates: building nn.Modules,
 # pickling state_dicts (torch serialises every tensor separately), and recombine's tensor
-# indexing on index sets of a few neurons. These helpers give the same values, bit for bit.
+# indexing on index sets of a few neurons. These helpers give the same values, bit for bit
+# (recombination itself now runs on numpy index sets in ``subnet.recombine``).
 
 def pack_piece(piece: MLP) -> np.ndarray:
     """A piece's parameters as one float32 vector (Linear by Linear: weight, then bias)."""
@@ -231,41 +232,3 @@ def unpack_piece(net: MLP, split, path, flat: np.ndarray) -> MLP:
     if at != flat.numel():
         raise ValueError(f"a packed piece of sizes {sizes} has {at} values, got {flat.numel()}")
     return make_mlp(sizes, net.activation, Ws, bs)
-
-
-def recombine_fast(net: MLP, split, paths, pieces, *, unheld: str = "pretrained",
-                   output: str = "sum") -> MLP:
-    """``subnet.recombine``, bit for bit (float64 sums, same order), on numpy index sets."""
-    if len(paths) != len(pieces):
-        raise ValueError(f"{len(paths)} paths but {len(pieces)} pieces")
-    if unheld not in ("pretrained", "zero"):
-        raise ValueError(f"split.unheld={unheld!r} is not one of pretrained, zero")
-    if output not in ("sum", "rescale"):
-        raise ValueError(f"split.output={output!r} is not one of sum, rescale")
-    lins = net.linears
-    orig = [(lin.weight.detach().numpy(), lin.bias.detach().numpy()) for lin in lins]
-    sums = [(np.zeros(w.shape), np.zeros(b.shape)) for w, b in orig]
-    counts = [(np.zeros(w.shape, np.int64), np.zeros(b.shape, np.int64)) for w, b in orig]
-    every = [np.arange(n) for n in net.sizes]
-    for path, piece in zip(paths, pieces, strict=True):
-        neurons = piece_neurons(split, path)
-        for m, plin in enumerate(piece.linears):
-            rows = neurons[m] if m < len(lins) - 1 else every[m + 1]
-            cols = neurons[m - 1] if m > 0 else every[0]
-            ix = np.ix_(rows, cols)
-            sums[m][0][ix] += plin.weight.detach().numpy()
-            counts[m][0][ix] += 1
-            sums[m][1][rows] += plin.bias.detach().numpy()
-            counts[m][1][rows] += 1
-    params = []
-    for (w, b), (sw, sb), (cw, cb) in zip(orig, sums, counts, strict=True):
-        for o, s, c in ((w, sw, cw), (b, sb, cb)):
-            base = o.copy() if unheld == "pretrained" else np.zeros_like(o)
-            held = c > 0
-            base[held] = (s[held] / c[held]).astype(o.dtype)
-            params.append(torch.from_numpy(base))
-    out = make_mlp(net.sizes, net.activation, params[0::2], params[1::2])
-    if output == "rescale":
-        with torch.no_grad():
-            out.linears[-1].weight.mul_(1.0 / len(np.unique(np.asarray(split[-1]))))
-    return out

@@ -63,7 +63,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.0
-    engine: str = "loop"
+    engine: str = "batched"  # stacks equal-shape pieces; "loop" trains them one by one
     # "shared": every piece and the baseline see the remaining data in the same order, so
     # accuracy differences come from structure alone (and k = 1 reproduces the baseline exactly);
     # "per-piece": each piece shuffles with its own seed from (seed, combination, path).

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from . import config as config_mod
 from . import results
+from .batched import pack_piece, unpack_piece
 from .experiment import (
     make_row,
     n_combinations,
@@ -165,11 +166,11 @@ def _chunk(prep, combos: list[int], comm) -> list[dict] | None:
     jobs = [(c, p) for c in combos for p in range(n_paths)]
     mine = jobs[rank::size]  # round-robin over pieces: equal shapes, so equal cost
     trained = train_pieces(prep, [(c, splits[c], prep.paths[p]) for c, p in mine])
-    pieces = {}
-    for part in comm.allgather([(job, piece.state_dict(), sec)
+    pieces = {}  # one float32 vector per piece: far cheaper to pickle than a state_dict
+    for part in comm.allgather([(job, pack_piece(piece), sec)
                                 for job, (piece, sec) in zip(mine, trained, strict=True)]):
-        for job, sd, sec in part:
-            pieces[job] = (sd, sec)
+        for job, flat, sec in part:
+            pieces[job] = (flat, sec)
     rows = [_row(prep, c, splits[c], pieces) for c in combos[rank::size]]
     gathered = comm.gather(rows, root=0)
     if rank == 0:
@@ -178,14 +179,10 @@ def _chunk(prep, combos: list[int], comm) -> list[dict] | None:
 
 
 def _row(prep, combination, split, pieces) -> dict:
-    from .subnet import extract
-
     trained, seconds = [], 0.0
     for p, path in enumerate(prep.paths):
-        sd, sec = pieces[(combination, p)]
-        piece = extract(prep.pretrained, split, path)  # the right shape; weights come from sd
-        piece.load_state_dict(sd)
-        trained.append(piece)
+        flat, sec = pieces[(combination, p)]
+        trained.append(unpack_piece(prep.pretrained, split, path, flat))
         seconds += sec
     return make_row(prep, combination, split, trained, seconds)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ class Prepared:
     paths: list[tuple[int, ...]]
     space: Space | None
     experiment: Config | None = None  # the multi-seed config the rows belong to
+    _identity: tuple | None = field(default=None, repr=False)  # (hash, dict) of ``experiment``
 
     @property
     def count(self) -> int:
@@ -165,7 +166,10 @@ def uses_rounds(cfg: Config) -> bool:
 def _row(prep: Prepared, combination: int, split, **measured) -> dict:
     """The keys every row carries, plus the measured ones."""
     cfg = prep.config
-    experiment = prep.experiment or cfg
+    if prep._identity is None:  # hashing the config per row costs more than a small piece
+        experiment = prep.experiment or cfg
+        prep._identity = (experiment.hash(), experiment.to_dict())
+    config_hash, config_dict = prep._identity
     return {
         "combination": combination,
         "split": [np.asarray(a).tolist() for a in split],
@@ -181,8 +185,8 @@ def _row(prep: Prepared, combination: int, split, **measured) -> dict:
         "seed": cfg.seed,
         "piece_seeds": [piece_seed(cfg, combination, p) if cfg.train.shuffle == "per-piece"
                         else remaining_order_seed(cfg) for p in prep.paths],
-        "config_hash": experiment.hash(),
-        "config": experiment.to_dict(),
+        "config_hash": config_hash,
+        "config": config_dict,
     }
 
 

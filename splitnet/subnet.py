@@ -16,6 +16,8 @@ zeroed cross-weights is exactly the mean of the pieces' logits.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -69,30 +71,30 @@ def recombine(net: MLP, split, paths, pieces, *, unheld: str = "pretrained",
     if output not in ("sum", "rescale"):
         raise ValueError(f"split.output={output!r} is not one of sum, rescale")
     lins = net.linears
-    # float64 sums: the mean of identical float32 copies is then exactly that value
-    sums = [(torch.zeros_like(l.weight, dtype=torch.float64),
-             torch.zeros_like(l.bias, dtype=torch.float64)) for l in lins]
-    counts = [(torch.zeros_like(l.weight), torch.zeros_like(l.bias)) for l in lins]
+    orig = [(lin.weight.detach().numpy(), lin.bias.detach().numpy()) for lin in lins]
+    # float64 sums: the mean of identical float32 copies is then exactly that value.
+    # numpy index sets, not torch indexing: this runs once per combination (thousands of times)
+    sums = [(np.zeros(w.shape), np.zeros(b.shape)) for w, b in orig]
+    counts = [(np.zeros(w.shape, np.int64), np.zeros(b.shape, np.int64)) for w, b in orig]
+    every = [np.arange(n) for n in net.sizes]
     for path, piece in zip(paths, pieces, strict=True):
         neurons = piece_neurons(split, path)
-        for m, (plin, (rows, cols)) in enumerate(zip(piece.linears, _slices(len(lins), neurons),
-                                                     strict=True)):
-            w = sums[m][0]
-            r = torch.arange(w.shape[0]) if rows is None else torch.as_tensor(rows)
-            c = torch.arange(w.shape[1]) if cols is None else torch.as_tensor(cols)
-            sums[m][0][r[:, None], c[None, :]] += plin.weight.detach().double()
-            counts[m][0][r[:, None], c[None, :]] += 1
-            sums[m][1][r] += plin.bias.detach().double()
-            counts[m][1][r] += 1
-    out = MLP(net.sizes, net.activation)
+        for m, plin in enumerate(piece.linears):
+            rows = neurons[m] if m < len(lins) - 1 else every[m + 1]
+            cols = neurons[m - 1] if m > 0 else every[0]
+            ix = np.ix_(rows, cols)
+            sums[m][0][ix] += plin.weight.detach().numpy()
+            counts[m][0][ix] += 1
+            sums[m][1][rows] += plin.bias.detach().numpy()
+            counts[m][1][rows] += 1
+    out = copy.deepcopy(net)
     with torch.no_grad():
-        for lin, olin, (sw, sb), (cw, cb) in zip(lins, out.linears, sums, counts, strict=True):
-            pairs = ((olin.weight, lin.weight, sw, cw), (olin.bias, lin.bias, sb, cb))
-            for param, orig, s, c in pairs:
-                base = orig.detach().clone() if unheld == "pretrained" else torch.zeros_like(orig)
+        for olin, (w, b), (sw, sb), (cw, cb) in zip(out.linears, orig, sums, counts, strict=True):
+            for param, o, s, c in ((olin.weight, w, sw, cw), (olin.bias, b, sb, cb)):
+                base = o.copy() if unheld == "pretrained" else np.zeros_like(o)
                 held = c > 0
-                base[held] = (s[held] / c[held]).to(orig.dtype)
-                param.copy_(base)
+                base[held] = (s[held] / c[held]).astype(o.dtype)
+                param.copy_(torch.from_numpy(base))
         if output == "rescale":
             k_last = len(np.unique(np.asarray(split[-1])))
             out.linears[-1].weight.mul_(1.0 / k_last)
