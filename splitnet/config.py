@@ -73,7 +73,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     seed: int = 0
-    # seeds = [0, 1, 2] runs every combination once per seed (rows carry "seed"); empty: [seed]
+    # seed: the data split and the pretrained net. seeds = [0, 1, 2] trains every combination's
+    # pieces (and the baseline) once per seed, rows carry "seed"; empty means [seed]
     seeds: tuple[int, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

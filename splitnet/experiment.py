@@ -87,9 +87,12 @@ def prepare(cfg: Config, state: dict | None = None, seed: int | None = None) -> 
     experiment = cfg
     cfg = cfg.for_seed(cfg.run_seeds[0] if seed is None else seed)
     torch.set_num_threads(1)  # same arithmetic on any rank count; no oversubscription under MPI
-    data = load_splits(cfg.data, cfg.seed)
+    # ``seed`` fixes the data split and the pretrained net (the net being split), so combination
+    # i names the same neurons in every run; the run seed (one of ``seeds``) replicates the
+    # training of the pieces and of the baseline
+    data = load_splits(cfg.data, experiment.seed)
     if state is None:
-        net = pretrain(cfg, data)
+        net = pretrain(cfg.for_seed(experiment.seed), data)
     else:
         sizes = [data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes]
         net = MLP(sizes, cfg.model.activation)

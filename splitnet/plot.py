@@ -73,7 +73,21 @@ def _title(rows: list[dict]) -> str:
             f"{c['split']['strategy']} {c['split']['variant']}")
 
 
-def plot(rows: list[dict], out: str | Path, title: str | None = None) -> dict:
+def marked_splits(rows: list[dict], marks: list[dict]) -> list[tuple[str, int, float]]:
+    """(label, combination index, mean accuracy) of the splits in ``marks`` (rows of another
+    strategy, e.g. the poster's weight-based split), located in the exhaustive space of ``rows``."""
+    from .combinations import Space
+
+    c = rows[0]["config"]
+    space = Space(c["model"]["hidden"], c["split"]["groups"], c["split"]["variant"])
+    out: dict[tuple[str, int], list[float]] = {}
+    for m in marks:
+        out.setdefault((m["strategy"], space.index_of(m["split"])), []).append(m["accuracy"])
+    return [(label, i, float(np.mean(a))) for (label, i), a in sorted(out.items())]
+
+
+def plot(rows: list[dict], out: str | Path, title: str | None = None,
+         marks: list[dict] = ()) -> dict:
     if not rows:
         raise ValueError("no rows to plot")
     s = summarize(rows)
@@ -91,6 +105,14 @@ def plot(rows: list[dict], out: str | Path, title: str | None = None) -> dict:
         a.fill_between(idx, acc - ci, acc + ci, color="C0", alpha=0.25, lw=0)
     a.axhline(base, color="C3", lw=1.5, label=f"baseline {base:.1f}%")
     a.axhline(pre, color="0.5", lw=1, ls="--", label=f"pretrained {pre:.1f}%")
+    located = marked_splits(rows, marks) if marks else []
+    for j, (label, i, m_acc) in enumerate(located):
+        pct = 100 * float((acc < m_acc * 100).mean())
+        s.setdefault("marks", []).append({"strategy": label, "combination": i,
+                                          "accuracy": m_acc, "percentile": pct})
+        a.plot([i], [m_acc * 100], "*", ms=14, color=f"C{j + 5}", mec="k",
+               label=f"{label} split: {m_acc * 100:.1f}% (beats {pct:.0f}%)")
+        ax[1, 0].axvline(m_acc * 100, color=f"C{j + 5}", lw=2, label=f"{label} split")
     a.set(xlabel="combination index (canonical order)", ylabel="test accuracy (%)",
           title="Accuracy vs combination" + seeds)
     a.legend(loc="lower right", fontsize=8)
@@ -141,12 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", help="a results file written by splitnet.enumerate")
     ap.add_argument("-o", "--out", required=True, help="figure path (.png, .pdf, .svg)")
     ap.add_argument("--title")
+    ap.add_argument("--mark", action="append", default=[], metavar="RESULTS",
+                    help="also mark the splits of these results (e.g. strategy = weights)")
     args = ap.parse_args(argv)
     try:
         rows = read_rows(args.results)
         if not rows:
             raise ValueError(f"{args.results!r} holds no rows")
-        s = plot(rows, args.out, args.title)
+        marks = [r for path in args.mark for r in read_rows(path)]
+        s = plot(rows, args.out, args.title, marks)
     except (ValueError, OSError) as e:
         print(f"splitnet.plot: error: {e}", file=sys.stderr)
         return 2
