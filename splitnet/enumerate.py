@@ -140,10 +140,10 @@ def run(args, cfg, todo_range, out, done, comm) -> int:
         n_paths = len(prep.paths)
         chunk = args.chunk or max(1, math.ceil(PIECES_PER_RANK[cfg.train.engine] * size / n_paths))
         for lo in range(0, len(todo), chunk):
-            rows = _chunk(prep, todo[lo:lo + chunk], comm)
+            lines = _chunk(prep, todo[lo:lo + chunk], comm)
             if rank == 0:
-                results.append_rows(f, rows)
-                bar.update(len(rows))
+                results.append_lines(f, lines)
+                bar.update(len(lines))
     bar.close()
     if rank == 0:
         f.close()
@@ -153,28 +153,27 @@ def run(args, cfg, todo_range, out, done, comm) -> int:
     return 0
 
 
-def _chunk(prep, combos: list[int], comm) -> list[dict] | None:
-    """Train a chunk's pieces across the ranks; rank 0 gets the chunk's rows in index order."""
+def _chunk(prep, combos: list[int], comm) -> list[bytes] | None:
+    """Train a chunk's pieces across the ranks; rank 0 gets the rows as JSON lines, in order."""
     rank, size = comm.Get_rank(), comm.Get_size()
+    owner = {c: i % size for i, c in enumerate(combos)}  # who recombines and evaluates c
     if uses_rounds(prep.config):  # rounds recombine between rounds: a combination per rank
-        rows = [run_combination(prep, c) for c in combos[rank::size]]
-        gathered = comm.gather(rows, root=0)
-        return (sorted((r for part in gathered for r in part), key=lambda r: r["combination"])
-                if rank == 0 else None)
-    n_paths = len(prep.paths)
-    splits = {c: split_of(prep, c) for c in combos}
-    jobs = [(c, p) for c in combos for p in range(n_paths)]
-    mine = jobs[rank::size]  # round-robin over pieces: equal shapes, so equal cost
-    trained = train_pieces(prep, [(c, splits[c], prep.paths[p]) for c, p in mine])
-    pieces = {}  # one float32 vector per piece: far cheaper to pickle than a state_dict
-    for part in comm.allgather([(job, pack_piece(piece), sec)
-                                for job, (piece, sec) in zip(mine, trained, strict=True)]):
-        for job, flat, sec in part:
-            pieces[job] = (flat, sec)
-    rows = [_row(prep, c, splits[c], pieces) for c in combos[rank::size]]
-    gathered = comm.gather(rows, root=0)
+        rows = [run_combination(prep, c) for c in combos if owner[c] == rank]
+    else:
+        n_paths = len(prep.paths)
+        splits = {c: split_of(prep, c) for c in combos}
+        jobs = [(c, p) for c in combos for p in range(n_paths)]
+        mine = jobs[rank::size]  # round-robin over pieces: equal shapes, so equal cost
+        trained = train_pieces(prep, [(c, splits[c], prep.paths[p]) for c, p in mine])
+        outbox = [[] for _ in range(size)]  # each piece goes to its combination's owner only
+        for (c, p), (piece, sec) in zip(mine, trained, strict=True):
+            # one float32 vector per piece: far cheaper to pickle than a state_dict
+            outbox[owner[c]].append(((c, p), pack_piece(piece), sec))
+        pieces = {job: (flat, sec) for part in comm.alltoall(outbox) for job, flat, sec in part}
+        rows = [_row(prep, c, splits[c], pieces) for c in combos if owner[c] == rank]
+    gathered = comm.gather([(r["combination"], results.encode_row(r)) for r in rows], root=0)
     if rank == 0:
-        return sorted((r for part in gathered for r in part), key=lambda r: r["combination"])
+        return [line for _, line in sorted(item for part in gathered for item in part)]
     return None
 
 

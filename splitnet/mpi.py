@@ -47,6 +47,9 @@ class SerialComm:
     def allreduce(self, obj, op=None):
         return obj
 
+    def alltoall(self, objs):
+        return list(objs)
+
     def Barrier(self):
         pass
 

@@ -65,12 +65,21 @@ def open_for_append(path: str | Path):
     return f
 
 
-def append_rows(f, rows: list[dict]) -> None:
+def encode_row(row: dict) -> bytes:
+    """One JSON line (encoded where the row is made, so the writing rank only writes)."""
+    return json.dumps(row, sort_keys=True).encode() + b"\n"
+
+
+def append_lines(f, lines: list[bytes]) -> None:
     """Write whole lines, then flush and fsync: a row on disk is a row that survives a kill."""
-    if rows:
-        f.write(b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in rows))
+    if lines:
+        f.write(b"".join(lines))
         f.flush()
         os.fsync(f.fileno())
+
+
+def append_rows(f, rows: list[dict]) -> None:
+    append_lines(f, [encode_row(r) for r in rows])
 
 
 def row_key(row: dict) -> tuple[int, int]:
