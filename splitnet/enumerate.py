@@ -135,8 +135,10 @@ def run(args, cfg, todo_range, out, done, comm) -> int:
         todo = [c for c in todo_range if (seed, c) not in done]
         if not todo:
             continue
-        state = prepare(cfg, seed=seed).pretrained.state_dict() if rank == 0 else None
-        prep = prepare(cfg, comm.bcast(state, root=0), seed=seed)  # same weights on every rank
+        prep = prepare(cfg, seed=seed) if rank == 0 else None  # pretrain once, on rank 0
+        state = comm.bcast(prep.pretrained.state_dict() if rank == 0 else None, root=0)
+        if rank != 0:
+            prep = prepare(cfg, state, seed=seed)  # the same weights on every rank
         n_paths = len(prep.paths)
         chunk = args.chunk or max(1, math.ceil(PIECES_PER_RANK[cfg.train.engine] * size / n_paths))
         for lo in range(0, len(todo), chunk):
