@@ -18,12 +18,12 @@ import copy
 import json
 import math
 import time
-import tomllib
 from pathlib import Path
 
 import torch
 
 from splitnet import lightrnn as L
+from splitnet.studies.common import load_study, save_figure
 
 DEFAULTS = {
     "seed": 0, "vocab_size": 2000, "dim": 64, "hidden": 128, "dropout": 0.2, "epochs": 6,
@@ -37,12 +37,7 @@ MODELS = ("standard", "lightrnn", "lightrnn+realloc")
 
 
 def load_config(path: str | Path) -> dict:
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    unknown = sorted(set(raw) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown keys {unknown} in {str(path)!r}; known: {sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **raw}
+    cfg = load_study(path, DEFAULTS)
     bad = [m for m in cfg["models"] if m not in MODELS]
     if bad:
         raise ValueError(f"models={bad} not in {MODELS}")
@@ -225,10 +220,7 @@ def plot(rows: list[dict], path: str | Path) -> None:
     bx.set_ylabel("parameters")
     bx.set_title("parameters: embedding + softmax + GRU")
     bx.legend(fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from torch import nn
 from splitnet.data import load_dataset, three_way_split
 from splitnet.model import build_mlp
 from splitnet.prune import finetune, prune_connections, prune_neurons, sparsity
+from splitnet.studies.common import load_study
 
 METHODS = ("connections-layer", "connections-global", "neurons-l2", "neurons-activity")
 DEFAULTS = {
@@ -46,12 +46,7 @@ DEFAULTS = {
 
 
 def load_config(path: str | Path) -> dict:
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    unknown = sorted(set(raw) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown keys {unknown} in {str(path)!r}; known: {sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **raw}
+    cfg = load_study(path, DEFAULTS)
     bad = [m for m in cfg["methods"] if m not in METHODS]
     if bad:
         raise ValueError(f"methods={bad} are not among {list(METHODS)}")
@@ -220,9 +215,7 @@ def plot(rows: list[dict], path: str | Path) -> None:
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from torch import nn
 
 from splitnet.data import load_dataset, three_way_split
 from splitnet.model import CNN, conv_mult_adds, conv_weight_count
+from splitnet.studies.common import load_study, save_figure
 
 DEFAULTS = {
     "dataset": "digits", "seeds": [0, 1, 2], "epochs": 8, "batch_size": 64, "lr": 1e-3,
@@ -39,12 +39,7 @@ DEFAULTS = {
 
 
 def load_config(path: str | Path) -> dict:
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    unknown = sorted(set(raw) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown keys {unknown} in {str(path)!r}; known: {sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **raw}
+    cfg = load_study(path, DEFAULTS)
     for key in ("epochs", "batch_size"):
         if int(cfg[key]) < 1:
             raise ValueError(f"{key}={cfg[key]} must be >= 1")
@@ -219,10 +214,7 @@ def plot(rows: list[dict], path: str | Path) -> None:
         ax.set_yscale("log")
         ax.set_title(title)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:
