@@ -33,7 +33,7 @@ from torch import nn
 from splitnet.data import load_dataset, three_way_split
 from splitnet.model import build_mlp
 from splitnet.prune import finetune, prune_connections, prune_neurons, sparsity
-from splitnet.studies.common import load_study
+from splitnet.studies.common import load_study, save_figure
 
 METHODS = ("connections-layer", "connections-global", "neurons-l2", "neurons-activity")
 DEFAULTS = {
