@@ -12,6 +12,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# A tiny enumeration for the driver and Slurm tests: digits, hidden [4, 4], k = 2 (18 combinations)
+TINY_CONFIG = """\
+seed = 0
+[data]
+name = "digits"
+[model]
+hidden = [4, 4]
+[split]
+groups = 2
+[train]
+piece_epochs = 1
+pretrain_epochs = 2
+"""
+TINY_COMBINATIONS = 18
+
 
 def mpiexec_path() -> str | None:
     """The venv's own mpiexec (Debian's Open MPI launcher does not work with the mpich wheel)."""

@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import TINY_COMBINATIONS as N_COMBINATIONS
+from conftest import TINY_CONFIG as TINY
 
 from splitnet.results import read_rows
 
@@ -32,21 +34,8 @@ pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
 HPC = REPO / "hpc"
 VENV = Path(sys.executable).parent.parent
-N_COMBINATIONS = 18
 JOB_TIMEOUT = 150  # seconds; a job takes ~5-30 s, longer on a loaded machine
 
-TINY = """\
-seed = 0
-[data]
-name = "digits"
-[model]
-hidden = [4, 4]
-[split]
-groups = 2
-[train]
-piece_epochs = 1
-pretrain_epochs = 2
-"""
 
 # Loaded into each rank through PYTHONPATH: a pause after each results write, so that a test can
 # catch the job mid-run (the rows are unchanged; without it 18 combinations take about a second).

@@ -17,25 +17,14 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, mpiexec_path, run_mpi
+from conftest import TINY_COMBINATIONS as N_COMBINATIONS
+from conftest import TINY_CONFIG as TINY
 
 from splitnet import enumerate as driver
 from splitnet.results import read_rows
 
 pytestmark = pytest.mark.mpi
 
-TINY = """\
-seed = 0
-[data]
-name = "digits"
-[model]
-hidden = [4, 4]
-[split]
-groups = 2
-[train]
-piece_epochs = 1
-pretrain_epochs = 2
-"""
-N_COMBINATIONS = 18
 BAD_UNDER_MPI = [
     (["--shard", "3/2"], "0 <= T < N"),  # a ValueError on rank 0 (each rank costs ~3 s CPU)
 ]

@@ -1,4 +1,4 @@
-"""What every study runner shares: its TOML (defaults + unknown-key check) and saving a figure."""
+"""What study runners share: their TOML (defaults + unknown keys), saving figures, a CLI."""
 
 from __future__ import annotations
 
@@ -26,3 +26,19 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def table_study_main(argv, doc: str, example: str, load_config, run, plot, table,
+                     read_rows) -> None:
+    """``python -m splitnet.studies.X CONFIG [--plot-only]``: run (or reread), plot, table."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("config", help=f"TOML, e.g. {example}")
+    p.add_argument("--plot-only", action="store_true", help="redraw from the existing JSONL")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config)
+    rows = read_rows(cfg["out"]) if args.plot_only else run(cfg)
+    plot(rows, cfg["figure"])
+    Path(cfg["table"]).write_text(table(rows))
+    print(table(rows))

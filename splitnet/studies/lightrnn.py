@@ -13,7 +13,6 @@ Rows go to ``results/lightrnn.jsonl``; figure and table are drawn from that file
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from splitnet import lightrnn as L
-from splitnet.studies.common import load_study, save_figure
+from splitnet.studies.common import load_study, save_figure, table_study_main
 
 DEFAULTS = {
     "seed": 0, "vocab_size": 2000, "dim": 64, "hidden": 128, "dropout": 0.2, "epochs": 6,
@@ -224,15 +223,8 @@ def plot(rows: list[dict], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("config", help="TOML, e.g. experiments/lightrnn.toml")
-    p.add_argument("--plot-only", action="store_true", help="redraw from the existing JSONL")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config)
-    rows = read_rows(cfg["out"]) if args.plot_only else run(cfg)
-    plot(rows, cfg["figure"])
-    Path(cfg["table"]).write_text(table(rows))
-    print(table(rows))
+    table_study_main(argv, __doc__, "experiments/lightrnn.toml", load_config, run, plot, table,
+                     read_rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ markdown table are made from that file alone (``plot``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -28,7 +27,7 @@ from torch import nn
 
 from splitnet.data import load_dataset, three_way_split
 from splitnet.model import CNN, conv_mult_adds, conv_weight_count
-from splitnet.studies.common import load_study, save_figure
+from splitnet.studies.common import load_study, save_figure, table_study_main
 
 DEFAULTS = {
     "dataset": "digits", "seeds": [0, 1, 2], "epochs": 8, "batch_size": 64, "lr": 1e-3,
@@ -218,15 +217,8 @@ def plot(rows: list[dict], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("config", help="TOML, e.g. experiments/separable.toml")
-    p.add_argument("--plot-only", action="store_true", help="redraw from the existing JSONL")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config)
-    rows = read_rows(cfg["out"]) if args.plot_only else run(cfg)
-    plot(rows, cfg["figure"])
-    Path(cfg["table"]).write_text(table(rows))
-    print(table(rows))
+    table_study_main(argv, __doc__, "experiments/separable.toml", load_config, run, plot, table,
+                     read_rows)
 
 
 if __name__ == "__main__":
