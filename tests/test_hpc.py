@@ -262,6 +262,10 @@ def _signal_requeue_release(slurm, job: str, d: Path) -> int:
     else:
         raise AssertionError(f"job {job} did not requeue: {info}\n{slurm.diagnostics(log)}")
     before = len(read_rows(out))
+    # Requeueing revokes the job's credential with a 1-second-resolution timestamp; a restart in
+    # that same second gets "Job credential revoked" and FAILS (seen in CI). Slurm's own ~2 min
+    # hold avoids it; releasing early, wait out the second first.
+    time.sleep(2.5)
     slurm.cmd("scontrol", "update", f"jobid={job}", "StartTime=now")
     return before
 
