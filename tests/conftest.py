@@ -28,6 +28,20 @@ pretrain_epochs = 2
 TINY_COMBINATIONS = 18
 
 
+def slow_shim(pause: float) -> str:
+    """A ``sitecustomize`` that pauses after each results write (rows unchanged), so a test can
+    kill or requeue a run between rows (otherwise the tiny run ends in about a second)."""
+    return f"""\
+import time
+import splitnet.results as _results
+_append = _results.append_lines
+def _slow_append(f, lines):
+    _append(f, lines)
+    time.sleep({pause})
+_results.append_lines = _slow_append
+"""
+
+
 def mpiexec_path() -> str | None:
     """The venv's own mpiexec (Debian's Open MPI launcher does not work with the mpich wheel)."""
     here = Path(sys.executable).parent / "mpiexec"

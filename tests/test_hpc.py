@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_COMBINATIONS as N_COMBINATIONS
 from conftest import TINY_CONFIG as TINY
+from conftest import slow_shim
 
 from splitnet.results import read_rows
 
@@ -39,15 +40,7 @@ JOB_TIMEOUT = 150  # seconds; a job takes ~5-30 s, longer on a loaded machine
 
 # Loaded into each rank through PYTHONPATH: a pause after each results write, so that a test can
 # catch the job mid-run (the rows are unchanged; without it 18 combinations take about a second).
-SLOW_SHIM = """\
-import time
-import splitnet.results as _results
-_append = _results.append_rows
-def _slow_append(f, rows):
-    _append(f, rows)
-    time.sleep(0.3)
-_results.append_rows = _slow_append
-"""
+SLOW_SHIM = slow_shim(0.3)
 
 
 def _skip_reason() -> str | None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, mpiexec_path, run_mpi
+from conftest import REPO, mpiexec_path, run_mpi, slow_shim
 from conftest import TINY_COMBINATIONS as N_COMBINATIONS
 from conftest import TINY_CONFIG as TINY
 
@@ -31,15 +31,7 @@ BAD_UNDER_MPI = [
 HANG = 60  # seconds: a run that has not ended by then is hung (a clean failure takes ~2-15 s)
 
 # A pause after each results write (rows unchanged), so a test can kill a run between rows.
-SLOW_SHIM = """\
-import time
-import splitnet.results as _results
-_append = _results.append_rows
-def _slow_append(f, rows):
-    _append(f, rows)
-    time.sleep(0.2)
-_results.append_rows = _slow_append
-"""
+SLOW_SHIM = slow_shim(0.2)
 
 # Rank 1 raises in its second chunk: rows of the first chunk are on disk, rank 0 is waiting in
 # a collective. ``python -m mpi4py`` must turn that into an abort of the whole job.
