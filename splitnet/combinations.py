@@ -35,19 +35,19 @@ from functools import cache, cached_property
 
 import numpy as np
 
+from .config import Config
+from .partition import balanced
+
 VARIANTS = ("straight", "alternating", "all-paths")
+# a random strategy draws this many splits (combination i is the i-th seeded draw)
+RANDOM_DRAWS = 100
 
 Perm = tuple[int, ...]  # perm[j] = image of label j
 
 
-def balanced_sizes(width: int, k: int) -> tuple[int, int]:
-    """(q, r): r groups of q+1 neurons and k-r groups of q."""
-    return divmod(width, k)
-
-
 def n_balanced(width: int, k: int) -> int:
     """B(h, k): balanced labellings of h neurons into k labelled groups."""
-    q, r = balanced_sizes(width, k)
+    q, r = balanced(width, k)
     return math.comb(k, r) * math.factorial(width) // (
         math.factorial(q + 1) ** r * math.factorial(q) ** (k - r))
 
@@ -70,7 +70,7 @@ def paths(variant: str, n_layers: int, k: int) -> list[tuple[int, ...]]:
 @cache
 def _completions(width: int, k: int, counts: tuple[int, ...]) -> int:
     """Ways to finish an RG string whose open groups have ``counts`` (sorted), balanced at end."""
-    q, _ = balanced_sizes(width, k)
+    q, _ = balanced(width, k)
     left = width - sum(counts)
     used = len(counts)
     if left == 0:
@@ -95,7 +95,7 @@ def n_rg(width: int, k: int) -> int:
 
 def _after(width: int, k: int, counts: list[int], label: int) -> int:
     """Completions once the next neuron takes ``label`` (a new group if label == len(counts))."""
-    q, _ = balanced_sizes(width, k)
+    q, _ = balanced(width, k)
     if label == len(counts):
         return _completions(width, k, tuple(sorted(counts + [1])))
     if counts[label] >= q + 1:
@@ -291,3 +291,17 @@ class Space:
                 raise ValueError(f"split layer {l} is unbalanced: group sizes {sizes.tolist()}")
             out.append(a)
         return tuple(out)
+
+
+def paths_of(cfg: Config) -> list[tuple[int, ...]]:
+    """The paths of an experiment's split (``split.variant``, ``split.groups``)."""
+    return paths(cfg.split.variant, len(cfg.model.hidden), cfg.split.groups)
+
+
+def n_combinations(cfg: Config, space: Space | None = None) -> int:
+    """The combinations of an experiment: the exhaustive space's count, ``RANDOM_DRAWS`` draws
+    of a random strategy, or 1 (weights, activations, contiguous)."""
+    s = cfg.split
+    if s.strategy == "exhaustive":
+        return (space or Space(cfg.model.hidden, s.groups, s.variant)).count
+    return RANDOM_DRAWS if s.strategy == "random" else 1

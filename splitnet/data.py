@@ -26,6 +26,8 @@ from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from .seeds import data_split_states
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -154,10 +156,12 @@ def three_way_split(ds: Dataset, pretrain_fraction: float, test_fraction: float,
     for key, v in (("pretrain_fraction", pretrain_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < v < 1.0:
             raise ValueError(f"data.{key}={v} must lie in (0, 1)")
+    test_state, pretrain_state = data_split_states(seed)
     X_train, X_test, y_train, y_test = train_test_split(
-        ds.X, ds.y, test_size=test_fraction, stratify=ds.y, random_state=seed)
+        ds.X, ds.y, test_size=test_fraction, stratify=ds.y, random_state=test_state)
     X_pre, X_rem, y_pre, y_rem = train_test_split(
-        X_train, y_train, train_size=pretrain_fraction, stratify=y_train, random_state=seed + 1)
+        X_train, y_train, train_size=pretrain_fraction, stratify=y_train,
+        random_state=pretrain_state)
     scaler = StandardScaler().fit(X_train)
 
     def std(X):

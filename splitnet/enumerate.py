@@ -1,15 +1,15 @@
 """The experiment driver: split, train pieces on the ranks, recombine: a row per combination.
 
-    mpiexec -n 4 python -m mpi4py -m splitnet.enumerate --config experiments/digits_8x8.toml
+    mpiexec -n 2 python -m mpi4py -m splitnet.enumerate --config experiments/poster_straight.toml
     python -m splitnet.enumerate                       # embedded default: digits, 1 rank
     python -m splitnet.enumerate --count --set model.hidden=[10,10]
 
-Rank 0 pretrains once and broadcasts the weights. Combinations are taken in chunks; the pieces
-(combination, path) of a chunk are dealt round-robin over the ranks, trained, all-gathered,
-and each rank recombines and evaluates its share of the chunk's combinations; rank 0 appends the
-rows (flushed, fsynced) and shows progress. Every piece's seed comes from (seed, combination,
-path), so the rows are the same for any number of ranks. A killed run resumes with the same
-command: recorded combinations are skipped.
+Rank 0 pretrains once and broadcasts the weights. Combinations are taken in chunks; the
+combinations of a chunk are dealt round-robin over the ranks, each rank trains the pieces of its
+combinations in one engine call (``experiment.run_combinations``), recombines and evaluates, and
+rank 0 appends the rows in order (flushed, fsynced) and shows progress. Every seed comes from
+(seed, combination, path), so the rows are the same for any number of ranks. A killed run
+resumes with the same command: recorded (seed, combination) rows are skipped.
 """
 
 from __future__ import annotations
@@ -24,16 +24,7 @@ from tqdm import tqdm
 
 from . import config as config_mod
 from . import results
-from .batched import pack_piece, unpack_piece
-from .experiment import (
-    make_row,
-    n_combinations,
-    prepare,
-    run_combination,
-    split_of,
-    train_pieces,
-    uses_rounds,
-)
+from .combinations import n_combinations, paths_of
 from .mpi import abort_on_error, world
 
 PIECES_PER_RANK = {"loop": 8, "batched": 512}  # chunk size: pieces each rank trains per chunk
@@ -123,26 +114,36 @@ def setup(argv, comm):
 
 
 def run(args, cfg, todo_range, out, done, comm) -> int:
+    # torch loads here, once the arguments are checked: --help, --count and bad input answer at
+    # once instead of after the 2-4 s of importing torch (not a way around an import cycle)
+    from . import experiment
+
     rank, size = comm.Get_rank(), comm.Get_size()
     t0 = time.perf_counter()
     seeds = cfg.run_seeds
     n_todo = sum((s, c) not in done for s in seeds for c in todo_range)
-    f = results.open_for_append(out) if rank == 0 else None
     total = len(todo_range) * len(seeds)
-    bar = tqdm(total=total, initial=total - n_todo, unit="comb", disable=args.quiet or rank != 0,
+    if n_todo == 0:  # nothing to train: say so instead of "0 rows in 0.0 s"
+        if rank == 0 and not args.quiet:
+            print(f"all {total} rows ({len(todo_range)} combinations x {len(seeds)} seed(s)) are "
+                  f"already recorded in {out}", file=sys.stderr)
+        return 0
+    f = results.open_for_append(out) if rank == 0 else None
+    # a row is one (seed, combination): the bar counts rows, total = combinations x seeds
+    bar = tqdm(total=total, initial=total - n_todo, unit="row", disable=args.quiet or rank != 0,
                desc=out.name, smoothing=0.05)
     for seed in seeds:
         todo = [c for c in todo_range if (seed, c) not in done]
         if not todo:
             continue
-        prep = prepare(cfg, seed=seed) if rank == 0 else None  # pretrain once, on rank 0
+        prep = experiment.prepare(cfg, seed=seed) if rank == 0 else None  # pretrain once, on rank 0
         state = comm.bcast(prep.pretrained.state_dict() if rank == 0 else None, root=0)
         if rank != 0:
-            prep = prepare(cfg, state, seed=seed)  # the same weights on every rank
-        n_paths = len(prep.paths)
+            prep = experiment.prepare(cfg, state, seed=seed)  # the same weights on every rank
+        n_paths = len(paths_of(cfg))
         chunk = args.chunk or max(1, math.ceil(PIECES_PER_RANK[cfg.train.engine] * size / n_paths))
         for lo in range(0, len(todo), chunk):
-            lines = _chunk(prep, todo[lo:lo + chunk], comm)
+            lines = _chunk(experiment, prep, todo[lo:lo + chunk], comm)
             if rank == 0:
                 results.append_lines(f, lines)
                 bar.update(len(lines))
@@ -150,42 +151,20 @@ def run(args, cfg, todo_range, out, done, comm) -> int:
     if rank == 0:
         f.close()
         if not args.quiet:
-            print(f"{n_todo} combinations in {time.perf_counter() - t0:.1f} s on {size} "
-                  f"rank(s) -> {out}", file=sys.stderr)
+            print(f"{n_todo} rows ({len(todo_range)} combinations x {len(seeds)} seed(s), "
+                  f"{total - n_todo} already recorded) in {time.perf_counter() - t0:.1f} s on "
+                  f"{size} rank(s) -> {out}", file=sys.stderr)
     return 0
 
 
-def _chunk(prep, combos: list[int], comm) -> list[bytes] | None:
-    """Train a chunk's pieces across the ranks; rank 0 gets the rows as JSON lines, in order."""
+def _chunk(experiment, prep, combos: list[int], comm) -> list[bytes] | None:
+    """Rank r takes combinations r, r + size, ...; rank 0 gets the rows as JSON lines, in order."""
     rank, size = comm.Get_rank(), comm.Get_size()
-    owner = {c: i % size for i, c in enumerate(combos)}  # who recombines and evaluates c
-    if uses_rounds(prep.config):  # rounds recombine between rounds: a combination per rank
-        rows = [run_combination(prep, c) for c in combos if owner[c] == rank]
-    else:
-        n_paths = len(prep.paths)
-        splits = {c: split_of(prep, c) for c in combos}
-        jobs = [(c, p) for c in combos for p in range(n_paths)]
-        mine = jobs[rank::size]  # round-robin over pieces: equal shapes, so equal cost
-        trained = train_pieces(prep, [(c, splits[c], prep.paths[p]) for c, p in mine])
-        outbox = [[] for _ in range(size)]  # each piece goes to its combination's owner only
-        for (c, p), (piece, sec) in zip(mine, trained, strict=True):
-            # one float32 vector per piece: far cheaper to pickle than a state_dict
-            outbox[owner[c]].append(((c, p), pack_piece(piece), sec))
-        pieces = {job: (flat, sec) for part in comm.alltoall(outbox) for job, flat, sec in part}
-        rows = [_row(prep, c, splits[c], pieces) for c in combos if owner[c] == rank]
+    rows = experiment.run_combinations(prep, combos[rank::size])
     gathered = comm.gather([(r["combination"], results.encode_row(r)) for r in rows], root=0)
     if rank == 0:
         return [line for _, line in sorted(item for part in gathered for item in part)]
     return None
-
-
-def _row(prep, combination, split, pieces) -> dict:
-    trained, seconds = [], 0.0
-    for p, path in enumerate(prep.paths):
-        flat, sec = pieces[(combination, p)]
-        trained.append(unpack_piece(prep.pretrained, split, path, flat))
-        seconds += sec
-    return make_row(prep, combination, split, trained, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

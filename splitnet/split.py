@@ -3,8 +3,8 @@
 A split is a tuple of integer arrays, one per hidden layer: ``split[l][i]`` is the group of
 neuron i of hidden layer l (0-based). Balanced: within a layer group sizes differ by at most one.
 
-    contiguous   neuron i of a width-h layer -> the chunk holding it, chunks of np.array_split
-                 (``rank*chunk : rank*chunk+chunk`` of the MPI slides; the first h mod k get +1)
+    contiguous   neuron i of a width-h layer -> the chunk holding it (``splitnet.partition``:
+                 ``rank*chunk : rank*chunk+chunk`` of the MPI slides; the first h mod k get +1)
     random       a seeded random permutation of the contiguous labels, per layer
     weights      the poster's "theory of independence": spectral clustering of the graph whose
                  nodes are all hidden neurons and whose edge (i in l, j in l+1) weighs
@@ -28,13 +28,17 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.manifold import spectral_embedding
 
+from . import partition
+from .combinations import Space
+from .config import Config
+from .model import MLP
+from .seeds import split_seed
+
 Split = tuple[np.ndarray, ...]
 
 
 def contiguous_split(hidden, k: int) -> Split:
-    return tuple(np.concatenate([np.full(len(c), g) for g, c in
-                                 enumerate(np.array_split(np.arange(h), k))]).astype(np.int64)
-                 for h in hidden)
+    return tuple(partition.labels(h, k) for h in hidden)
 
 
 def random_split(hidden, k: int, seed: int) -> Split:
@@ -137,3 +141,25 @@ def make_split(strategy: str, net, k: int, *, seed: int, X: np.ndarray | None = 
         return cluster_split(activation_affinity(net, X), hidden, k, seed)
     raise ValueError(f"split.strategy={strategy!r} is not one of contiguous, random, weights, "
                      "activations (exhaustive splits come from splitnet.combinations.Space)")
+
+
+FIXED = ("exhaustive", "contiguous")  # the same split in every round
+
+
+def split_for(cfg: Config, net: MLP, combination: int, round_: int = 0, *,
+              space: Space | None = None, X: np.ndarray | None = None,
+              previous: Split | None = None) -> Split:
+    """The split of ``combination`` in round ``round_`` of an experiment, made from ``net``.
+
+    ``exhaustive``: ``space.split_at(combination)``; ``contiguous``: the chunks; both fixed, so
+    ``previous`` (the last round's split) is returned as it is. ``random``: draw
+    ``combination``; ``weights`` / ``activations``: clustered on ``net`` (``X``: the pretrain
+    data); all three re-drawn every round with ``seeds.split_seed(cfg, combination, round_)``.
+    """
+    s = cfg.split
+    if s.strategy in FIXED and previous is not None:
+        return previous
+    if s.strategy == "exhaustive":
+        space = space or Space(cfg.model.hidden, s.groups, s.variant)
+        return space.split_at(combination)
+    return make_split(s.strategy, net, s.groups, seed=split_seed(cfg, combination, round_), X=X)

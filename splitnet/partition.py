@@ -1,0 +1,35 @@
+"""The one balanced-partition rule: n items into k contiguous parts, sizes differ by at most one.
+
+    n = q k + r:   parts 0 .. r-1 hold q + 1 items, parts r .. k-1 hold q     (np.array_split)
+    offset of part i = i q + min(i, r)
+
+Used for the groups of a split, the neuron chunks of the tensor-parallel MLP (``rank*chunk``
+of the MPI slides), the ring allreduce's chunks and the data-parallel batch shares.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def balanced(n: int, k: int) -> tuple[int, int]:
+    """(q, r): r parts of q + 1 items and k - r parts of q."""
+    if n < 0 or k < 1:
+        raise ValueError(f"cannot partition n={n} items into k={k} parts (need n >= 0, k >= 1)")
+    return divmod(n, k)
+
+
+def bounds(n: int, k: int) -> list[int]:
+    """The k + 1 offsets: part i is ``[b[i], b[i+1])``. Plain ints (called per allreduce)."""
+    q, r = balanced(n, k)
+    return [i * q + min(i, r) for i in range(k + 1)]
+
+
+def sizes(n: int, k: int) -> list[int]:
+    q, r = balanced(n, k)
+    return [q + (i < r) for i in range(k)]
+
+
+def labels(n: int, k: int) -> np.ndarray:
+    """(n,) int64: the part of every item."""
+    return np.repeat(np.arange(k, dtype=np.int64), sizes(n, k))

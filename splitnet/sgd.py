@@ -1,0 +1,112 @@
+"""The one SGD loop and the one accuracy. Everything that trains a net calls ``sgd``.
+
+    for idx in batches:                     # minibatch index tensors, in order
+        g = d CE(model(X[idx]), y[idx]) / d theta
+        g = g * mask                        # grad_masks: stitching, pruned weights stay 0
+        buf = momentum * buf + g            # first step buf = g (torch.optim.SGD)
+        theta -= lr * buf
+
+The minibatch stream of a seed is ``epochs`` seeded permutations of range(n) cut into batches
+(``minibatches``), so a run that stops after T steps and one that is cut into rounds of E steps
+see the same data. ``batched.train_stack`` is this loop's vectorised twin (tested against it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def batch_order(n: int, epochs: int, seed: int) -> list[torch.Tensor]:
+    """One permutation of range(n) per epoch, from a generator seeded with ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randperm(n, generator=g) for _ in range(epochs)]
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)
+
+
+def minibatches(n: int, batch_size: int, seed: int, *, epochs: int | None = None,
+                steps: int | None = None) -> list[torch.Tensor]:
+    """The stream of ``seed``: ``epochs`` epochs of ``batch_order``, or its first ``steps``."""
+    if (epochs is None) == (steps is None):
+        raise ValueError(f"give exactly one of epochs={epochs} and steps={steps}")
+    if epochs is None:
+        epochs = max(1, -(-steps // steps_per_epoch(n, batch_size)))
+    stream = [perm[s:s + batch_size] for perm in batch_order(n, epochs, seed)
+              for s in range(0, n, batch_size)]
+    return stream if steps is None else stream[:steps]
+
+
+@dataclass
+class SGDRun:
+    losses: list[float]  # the mean loss of every step
+    buffers: list[torch.Tensor] | None  # momentum buffers after the last step (None: momentum 0)
+
+
+def sgd(model: nn.Module, X: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
+        batches: Iterable[torch.Tensor], *, lr: float, momentum: float = 0.0,
+        buffers: Sequence[torch.Tensor] | None = None,
+        grad_masks: Sequence[torch.Tensor | None] | None = None,
+        optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None) -> SGDRun:
+    """Minibatch steps on softmax cross-entropy, in place; ``model`` is left in eval mode.
+
+    ``buffers``: momentum buffers to start from (a zero buffer gives the fresh optimizer's first
+    step exactly). ``grad_masks``: one per parameter (None = unmasked), multiplied into the
+    gradient before the step. ``optimizer``: another optimizer factory (e.g. Adam) instead.
+    """
+    params = list(model.parameters())
+    X, y = torch.as_tensor(X), torch.as_tensor(y)
+    opt = (optimizer(params) if optimizer is not None
+           else torch.optim.SGD(params, lr=lr, momentum=momentum))
+    if buffers is not None and momentum > 0:
+        for p, b in zip(params, buffers, strict=True):
+            opt.state[p]["momentum_buffer"] = b.detach().clone()
+    if grad_masks is not None and len(grad_masks) != len(params):
+        raise ValueError(f"{len(grad_masks)} gradient masks for {len(params)} parameters")
+    losses = []
+    model.train()
+    for idx in batches:
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
+        loss.backward()
+        if grad_masks is not None:
+            for p, mask in zip(params, grad_masks, strict=True):
+                if mask is not None:
+                    p.grad.mul_(mask)
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    out = None
+    if momentum > 0 and optimizer is None:
+        out = [opt.state[p]["momentum_buffer"].detach().clone() for p in params]
+    return SGDRun(losses, out)
+
+
+def train(model: nn.Module, X: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *,
+          epochs: int, batch_size: int, lr: float, seed: int,
+          momentum: float = 0.0) -> list[float]:
+    """``epochs`` epochs of ``sgd`` on the stream of ``seed``; returns each epoch's mean loss."""
+    n = len(X)
+    batches = minibatches(n, batch_size, seed, epochs=epochs) if epochs else []
+    run = sgd(model, X, y, batches, lr=lr, momentum=momentum)
+    per_epoch = steps_per_epoch(n, batch_size)
+    sizes = [len(b) for b in batches]
+    return [sum(loss * s for loss, s in zip(run.losses[e:e + per_epoch], sizes[e:e + per_epoch],
+                                            strict=True)) / n
+            for e in range(0, len(batches), per_epoch)]
+
+
+@torch.no_grad()
+def accuracy(model: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor | np.ndarray,
+             y: torch.Tensor | np.ndarray) -> float:
+    """Fraction of rows whose argmax logit is the label; ``model`` is a net or any logit map."""
+    if isinstance(model, nn.Module):
+        model.eval()
+    pred = model(torch.as_tensor(X)).argmax(1).numpy()
+    return float((pred == np.asarray(y)).mean())
