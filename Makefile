@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with only python3:
 #   make demo   # the main job: a small exhaustive enumeration on digits, 2 MPI ranks, then its plot
 #   make test   # the test suite
+#   make lint   # ruff check + ruff format --check (CI runs it before the tests)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 NP     ?= 2
@@ -22,4 +23,8 @@ demo: install
 test: install
 	$(PY) -m pytest
 
-.PHONY: install demo test
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+.PHONY: install demo test lint

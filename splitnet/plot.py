@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
+from .combinations import Space  # noqa: E402
 from .results import read_rows  # noqa: E402
 
 
@@ -76,8 +77,6 @@ def _title(rows: list[dict]) -> str:
 def marked_splits(rows: list[dict], marks: list[dict]) -> list[tuple[str, int, float]]:
     """(label, combination index, mean accuracy) of the splits in ``marks`` (rows of another
     strategy, e.g. the poster's weight-based split), located in the exhaustive space of ``rows``."""
-    from .combinations import Space
-
     c = rows[0]["config"]
     space = Space(c["model"]["hidden"], c["split"]["groups"], c["split"]["variant"])
     out: dict[tuple[str, int], list[float]] = {}

@@ -104,17 +104,39 @@ def merge(inputs: list[str | Path], out: str | Path) -> int:
     return len(by_combination)
 
 
+def run_seeds_of(rows: list[dict]) -> list[int]:
+    """The run seeds a file's config promises (``seeds``, or ``[seed]``), else those present."""
+    for r in rows:
+        cfg = r.get("config")
+        if isinstance(cfg, dict) and "seed" in cfg:
+            return list(cfg.get("seeds") or [cfg["seed"]])
+    return sorted({row_key(r)[0] for r in rows})
+
+
 def summary(rows: list[dict], expected: int | None = None) -> dict:
-    """Rows, distinct (seed, combination) keys, duplicates; with ``expected`` combinations per
-    seed, how many are missing."""
+    """Rows and distinct (seed, combination) keys; with ``expected`` combinations (per seed),
+    the rows expected (combinations x seeds), missing and extra (outside [0, expected)) rows."""
     keys = [row_key(r) for r in rows]
-    seeds = sorted({s for s, _ in keys})
-    out = {"rows": len(rows), "seeds": seeds, "combinations": len(set(keys)),
+    seeds = run_seeds_of(rows)
+    out = {"rows": len(rows), "seeds": seeds,
+           "combinations": len({c for _, c in keys}), "distinct_rows": len(set(keys)),
            "duplicates": len(keys) - len(set(keys))}
     if expected is not None:
-        have = {k for k in keys if 0 <= k[1] < expected}
-        out["missing"] = expected * max(1, len(seeds)) - len(have)
+        want = {(s, c) for s in seeds for c in range(expected)}
+        out["expected_rows"] = expected * len(seeds)
+        out["missing"] = len(want - set(keys))
+        out["extra"] = len(set(keys) - want)
     return out
+
+
+def describe(s: dict) -> str:
+    """One human line for ``summary``'s dict."""
+    text = (f"{s['rows']} rows: {s['combinations']} combinations x {len(s['seeds'])} seed(s) "
+            f"{s['seeds']}, {s['duplicates']} duplicated")
+    if "expected_rows" in s:
+        text += (f"; expected {s['expected_rows']} rows, {s['missing']} missing, "
+                 f"{s['extra']} extra (combination outside the expected range or another seed)")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("-o", "--out", required=True)
     c = sub.add_parser("check", help="count rows, duplicates and missing combinations")
     c.add_argument("path")
-    c.add_argument("--expected", type=int, help="the number of combinations (see --count)")
+    c.add_argument("--expected", type=int, help="the number of combinations per seed (see "
+                   "enumerate --count); rows expected = combinations x the config's seeds")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "merge":
@@ -134,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         s = summary(read_rows(args.path), args.expected)
         print(json.dumps(s))
-        return 0 if s["duplicates"] == 0 and s.get("missing", 0) == 0 else 1
+        print(describe(s), file=sys.stderr)
+        return 0 if s["duplicates"] == s.get("missing", 0) == s.get("extra", 0) == 0 else 1
     except (ValueError, OSError) as e:
         print(f"splitnet.results: error: {e}", file=sys.stderr)
         return 2
