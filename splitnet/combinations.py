@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from functools import cache, cached_property
 
 import numpy as np
 
 from .config import Config
-from .partition import balanced
+from .partition import balanced, check_groups
 
 VARIANTS = ("straight", "alternating", "all-paths")
 # a random strategy draws this many splits (combination i is the i-th seeded draw)
@@ -52,8 +53,9 @@ def n_balanced(width: int, k: int) -> int:
         math.factorial(q + 1) ** r * math.factorial(q) ** (k - r))
 
 
-def paths(variant: str, n_layers: int, k: int) -> list[tuple[int, ...]]:
+def paths(variant: str, n_layers: int, groups: int) -> list[tuple[int, ...]]:
     """The pieces a split yields, as group-per-layer paths, in sorted order."""
+    k = groups
     if variant == "straight":
         out = {(g,) * n_layers for g in range(k)}
     elif variant == "alternating":
@@ -186,24 +188,18 @@ def symmetry_group(variant: str, n_layers: int, k: int) -> list[tuple[Perm, ...]
 
 
 class Space:
-    """The exhaustive combination space of one (hidden widths, k, variant)."""
+    """The exhaustive combination space of one (hidden widths, groups k, variant)."""
 
-    def __init__(self, hidden, k: int, variant: str = "straight"):
+    def __init__(self, hidden: Sequence[int], groups: int, variant: str = "straight"):
+        check_groups(hidden, groups)
         self.hidden = tuple(int(h) for h in hidden)
-        self.k = int(k)
+        self.groups = int(groups)
         self.variant = variant
-        if not self.hidden:
-            raise ValueError("model.hidden=[] must list at least one hidden layer width")
-        if self.k < 1:
-            raise ValueError(f"split.groups={k} must be >= 1")
-        for l, h in enumerate(self.hidden):
-            if self.k > h:
-                raise ValueError(f"split.groups={k} exceeds the width {h} of hidden layer {l}")
-        self.paths = paths(variant, len(self.hidden), self.k)
+        self.paths = paths(variant, len(self.hidden), self.groups)
         self._setup_layers()
 
     def _setup_layers(self) -> None:
-        L, k = len(self.hidden), self.k
+        L, k = len(self.hidden), self.groups
         ident: Perm = tuple(range(k))
         all_perms = list(itertools.permutations(range(k)))
         if self.variant == "all-paths" or len(self.paths) == k**L:  # G = S_k^L: layers independent
@@ -236,7 +232,7 @@ class Space:
     @cached_property
     def count(self) -> int:
         """Closed form: prod_l B(h_l, k) / |G|."""
-        return math.prod(n_balanced(h, self.k) for h in self.hidden) // self.group_order
+        return math.prod(n_balanced(h, self.groups) for h in self.hidden) // self.group_order
 
     def __len__(self) -> int:
         return self.count
@@ -254,7 +250,7 @@ class Space:
         for h, reps, d in zip(self.hidden, self._coset_reps, digits, strict=True):
             rg_rank, coset = divmod(d, len(reps))
             rep = np.asarray(reps[coset])
-            split.append(rep[unrank_rg(rg_rank, h, self.k)])
+            split.append(rep[unrank_rg(rg_rank, h, self.groups)])
         return tuple(split)
 
     def index_of(self, split) -> int:
@@ -268,7 +264,7 @@ class Space:
             h = _compose(rep, _inverse(tau))  # h o tau = rep, and h is in H_l
             sigma = self._lifts[l][h]
             labels = [np.asarray(s)[a] for s, a in zip(sigma, labels, strict=True)]
-            index = index * radix + rank_rg(rg, self.k) * len(self._coset_reps[l]) + coset
+            index = index * radix + rank_rg(rg, self.groups) * len(self._coset_reps[l]) + coset
         return index
 
     def canonical(self, split) -> tuple[np.ndarray, ...]:
@@ -283,10 +279,10 @@ class Space:
             a = np.asarray(a, dtype=np.int64)
             if a.shape != (h,):
                 raise ValueError(f"split layer {l} has shape {a.shape}, expected ({h},)")
-            if a.min() < 0 or a.max() >= self.k:
-                raise ValueError(f"split layer {l} has labels outside 0..{self.k - 1}: "
+            if a.min() < 0 or a.max() >= self.groups:
+                raise ValueError(f"split layer {l} has labels outside 0..{self.groups - 1}: "
                                  f"{a.tolist()}")
-            sizes = np.bincount(a, minlength=self.k)
+            sizes = np.bincount(a, minlength=self.groups)
             if sizes.max() - sizes.min() > 1:
                 raise ValueError(f"split layer {l} is unbalanced: group sizes {sizes.tolist()}")
             out.append(a)

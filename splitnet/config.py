@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .partition import check_groups
+
 DATASETS = ("digits", "breast_cancer", "wine", "iris", "synthetic", "mnist", "idx")
 STRATEGIES = ("exhaustive", "weights", "activations", "random", "contiguous")
 VARIANTS = ("straight", "alternating", "all-paths")
@@ -186,19 +188,10 @@ def validate(cfg: Config) -> None:
             raise ValueError("data.name='idx' needs data.path (an IDX directory or a .npz file)")
         if not Path(d.path).exists():
             raise ValueError(f"data.path={d.path!r} does not exist")
-    if not m.hidden:
-        raise ValueError("model.hidden=[] must list at least one hidden layer width")
     for i, w in enumerate(m.hidden):
         if w < 1:
             raise ValueError(f"model.hidden[{i}]={w} must be >= 1 (model.hidden={list(m.hidden)})")
-    if s.groups < 1:
-        raise ValueError(f"split.groups={s.groups} must be >= 1")
-    for i, w in enumerate(m.hidden):
-        if s.groups > w:
-            raise ValueError(
-                f"split.groups={s.groups} exceeds the width {w} of hidden layer {i} "
-                f"(model.hidden={list(m.hidden)}): every group needs a neuron in every layer"
-            )
+    check_groups(m.hidden, s.groups)
     for key in ("pretrain_epochs", "piece_epochs"):
         if getattr(t, key) < 0:
             raise ValueError(f"train.{key}={getattr(t, key)} must be >= 0")

@@ -33,3 +33,17 @@ def sizes(n: int, k: int) -> list[int]:
 def labels(n: int, k: int) -> np.ndarray:
     """(n,) int64: the part of every item."""
     return np.repeat(np.arange(k, dtype=np.int64), sizes(n, k))
+
+
+def check_groups(hidden, groups: int) -> None:
+    """The one check of ``split.groups``: every group needs a neuron in every hidden layer."""
+    hidden = [int(h) for h in hidden]
+    if not hidden:
+        raise ValueError("model.hidden=[] must list at least one hidden layer width")
+    if groups < 1:
+        raise ValueError(f"split.groups={groups} must be >= 1")
+    for i, w in enumerate(hidden):
+        if groups > w:
+            raise ValueError(
+                f"split.groups={groups} exceeds the width {w} of hidden layer {i} "
+                f"(model.hidden={hidden}): every group needs a neuron in every layer")

@@ -21,6 +21,7 @@ The *cut fraction* of any split is the hidden-to-hidden |W| mass that crosses gr
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,21 +38,21 @@ from .seeds import split_seed
 Split = tuple[np.ndarray, ...]
 
 
-def contiguous_split(hidden, k: int) -> Split:
-    return tuple(partition.labels(h, k) for h in hidden)
+def contiguous_split(hidden: Sequence[int], groups: int) -> Split:
+    return tuple(partition.labels(h, groups) for h in hidden)
 
 
-def random_split(hidden, k: int, seed: int) -> Split:
+def random_split(hidden: Sequence[int], groups: int, seed: int) -> Split:
     rng = np.random.default_rng(seed)
-    return tuple(rng.permutation(labels) for labels in contiguous_split(hidden, k))
+    return tuple(rng.permutation(labels) for labels in contiguous_split(hidden, groups))
 
 
-def hidden_weights(net) -> list[np.ndarray]:
+def hidden_weights(net: MLP) -> list[np.ndarray]:
     """|W| of the hidden-to-hidden layers: W_{l+1} of shape (h_{l+1}, h_l), l = 1..L-1."""
     return [lin.weight.detach().abs().double().numpy() for lin in net.linears[1:-1]]
 
 
-def cut_fraction(net, split: Split) -> float | None:
+def cut_fraction(net: MLP, split: Split) -> float | None:
     weights = hidden_weights(net)
     if not weights:
         return None
@@ -61,6 +62,15 @@ def cut_fraction(net, split: Split) -> float | None:
         total += W.sum()
         cross += W[crossing].sum()
     return float(cross / total) if total > 0 else 0.0
+
+
+def activation_score(affinity: np.ndarray, split: Split) -> float:
+    """Mean affinity over neuron pairs in the same group minus over pairs in different groups
+    (all hidden layers; with ``activation_affinity`` it is the within - across mean |corr|)."""
+    labels = np.concatenate([np.asarray(a) for a in split])
+    same = labels[:, None] == labels[None, :]
+    off = ~np.eye(len(labels), dtype=bool)
+    return float(affinity[same & off].mean() - affinity[~same].mean())
 
 
 def _balanced_assign(points: np.ndarray, centers: np.ndarray, k: int) -> np.ndarray:
@@ -82,8 +92,9 @@ def _balanced_assign(points: np.ndarray, centers: np.ndarray, k: int) -> np.ndar
     return best
 
 
-def cluster_split(affinity: np.ndarray, hidden, k: int, seed: int) -> Split:
+def cluster_split(affinity: np.ndarray, hidden: Sequence[int], groups: int, seed: int) -> Split:
     """Spectral embedding of the neuron graph, k-means, then a balanced assignment per layer."""
+    k = groups
     offsets = np.concatenate([[0], np.cumsum(hidden)])
     if k == 1:
         return tuple(np.zeros(h, dtype=np.int64) for h in hidden)
@@ -97,7 +108,7 @@ def cluster_split(affinity: np.ndarray, hidden, k: int, seed: int) -> Split:
                  for l in range(len(hidden)))
 
 
-def weight_affinity(net) -> np.ndarray:
+def weight_affinity(net: MLP) -> np.ndarray:
     """Symmetric |W| adjacency over all hidden neurons (edges between adjacent hidden layers).
 
     With one hidden layer there are no such edges; neurons that feed the same outputs are linked
@@ -115,7 +126,7 @@ def weight_affinity(net) -> np.ndarray:
     return A + A.T
 
 
-def activation_affinity(net, X: np.ndarray) -> np.ndarray:
+def activation_affinity(net: MLP, X: np.ndarray) -> np.ndarray:
     """|corr| of every pair of hidden neurons' activations on X (dead neurons: no edges)."""
     with torch.no_grad():
         acts = torch.cat(net.hidden_activations(torch.as_tensor(X)), dim=1).double().numpy()
@@ -126,9 +137,10 @@ def activation_affinity(net, X: np.ndarray) -> np.ndarray:
     return np.nan_to_num(C)
 
 
-def make_split(strategy: str, net, k: int, *, seed: int, X: np.ndarray | None = None) -> Split:
+def make_split(strategy: str, net: MLP, groups: int, *, seed: int,
+               X: np.ndarray | None = None) -> Split:
     """A split of ``net``'s hidden neurons by one of the non-exhaustive strategies."""
-    hidden = net.hidden
+    hidden, k = net.hidden, groups
     if strategy == "contiguous":
         return contiguous_split(hidden, k)
     if strategy == "random":
