@@ -67,9 +67,18 @@ def _act(name: str) -> tuple[Callable, Callable]:
     raise ValueError(f"activation={name!r} is not one of relu, tanh, sigmoid")
 
 
-def train_stack(Ws: list[torch.Tensor], bs: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor,
-                batches: Sequence[torch.Tensor], *, lr: float, momentum: float, activation: str,
-                buffers: tuple[list, list] | None = None) -> tuple[list, list] | None:
+def train_stack(
+    Ws: list[torch.Tensor],
+    bs: list[torch.Tensor],
+    X: torch.Tensor,
+    y: torch.Tensor,
+    batches: Sequence[torch.Tensor],
+    *,
+    lr: float,
+    momentum: float,
+    activation: str,
+    buffers: tuple[list, list] | None = None,
+) -> tuple[list, list] | None:
     """Train the stack (Ws, bs) in place; returns the momentum buffers (None without momentum).
 
     ``batches``: minibatch row indices per step, (B,) for a shared order or (P, B) per piece.
@@ -125,6 +134,9 @@ def train_stack(Ws: list[torch.Tensor], bs: list[torch.Tensor], X: torch.Tensor,
     if not momentum:
         return None
     if bufs is None:  # no step taken: the buffers are what came in (or zero)
-        bufs = ([*buffers[0], *buffers[1]] if buffers is not None
-                else [torch.zeros_like(t) for t in params])
+        bufs = (
+            [*buffers[0], *buffers[1]]
+            if buffers is not None
+            else [torch.zeros_like(t) for t in params]
+        )
     return bufs[:L], bufs[L:]

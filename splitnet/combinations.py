@@ -49,8 +49,11 @@ Perm = tuple[int, ...]  # perm[j] = image of label j
 def n_balanced(width: int, k: int) -> int:
     """B(h, k): balanced labellings of h neurons into k labelled groups."""
     q, r = balanced(width, k)
-    return math.comb(k, r) * math.factorial(width) // (
-        math.factorial(q + 1) ** r * math.factorial(q) ** (k - r))
+    return (
+        math.comb(k, r)
+        * math.factorial(width)
+        // (math.factorial(q + 1) ** r * math.factorial(q) ** (k - r))
+    )
 
 
 def paths(variant: str, n_layers: int, groups: int) -> list[tuple[int, ...]]:
@@ -69,6 +72,7 @@ def paths(variant: str, n_layers: int, groups: int) -> list[tuple[int, ...]]:
 
 # --- restricted-growth strings with balanced blocks --------------------------------------------
 
+
 @cache
 def _completions(width: int, k: int, counts: tuple[int, ...]) -> int:
     """Ways to finish an RG string whose open groups have ``counts`` (sorted), balanced at end."""
@@ -84,7 +88,7 @@ def _completions(width: int, k: int, counts: tuple[int, ...]) -> int:
     total = 0
     for j, c in enumerate(counts):
         if c < q + 1:
-            total += _completions(width, k, tuple(sorted(counts[:j] + (c + 1,) + counts[j + 1:])))
+            total += _completions(width, k, tuple(sorted(counts[:j] + (c + 1,) + counts[j + 1 :])))
     if used < k:
         total += _completions(width, k, tuple(sorted(counts + (1,))))
     return total
@@ -102,7 +106,7 @@ def _after(width: int, k: int, counts: list[int], label: int) -> int:
         return _completions(width, k, tuple(sorted(counts + [1])))
     if counts[label] >= q + 1:
         return 0
-    bumped = counts[:label] + [counts[label] + 1] + counts[label + 1:]
+    bumped = counts[:label] + [counts[label] + 1] + counts[label + 1 :]
     return _completions(width, k, tuple(sorted(bumped)))
 
 
@@ -153,6 +157,7 @@ def to_rg(labels: np.ndarray) -> tuple[np.ndarray, Perm]:
 
 
 # --- the symmetry group and its layer-by-layer transversal --------------------------------------
+
 
 def _compose(a: Perm, b: Perm) -> Perm:
     return tuple(a[j] for j in b)
@@ -205,8 +210,10 @@ class Space:
         if self.variant == "all-paths" or len(self.paths) == k**L:  # G = S_k^L: layers independent
             self.group_order = math.factorial(k) ** L
             H = [set(all_perms)] * L
-            lifts = [{h: tuple(h if m == l else ident for m in range(L)) for h in all_perms}
-                     for l in range(L)]
+            lifts = [
+                {h: tuple(h if m == l else ident for m in range(L)) for h in all_perms}
+                for l in range(L)
+            ]
         else:
             G = symmetry_group(self.variant, L, k)
             self.group_order = len(G)
@@ -226,8 +233,9 @@ class Space:
             pos = {r: i for i, r in enumerate(reps)}
             self._coset_reps.append(reps)
             self._coset_of.append({t: pos[min(_compose(h, t) for h in h_set)] for t in all_perms})
-        self.radices = [n_rg(h, k) * len(reps) for h, reps in zip(self.hidden, self._coset_reps,
-                                                                  strict=True)]
+        self.radices = [
+            n_rg(h, k) * len(reps) for h, reps in zip(self.hidden, self._coset_reps, strict=True)
+        ]
 
     @cached_property
     def count(self) -> int:
@@ -253,7 +261,7 @@ class Space:
             split.append(rep[unrank_rg(rg_rank, h, self.groups)])
         return tuple(split)
 
-    def index_of(self, split) -> int:
+    def index_of(self, split: Sequence[Sequence[int]]) -> int:
         """The combination index of any split (canonicalised first)."""
         labels = [np.asarray(a, dtype=np.int64).copy() for a in self.validate(split)]
         index = 0
@@ -267,10 +275,10 @@ class Space:
             index = index * radix + rank_rg(rg, self.groups) * len(self._coset_reps[l]) + coset
         return index
 
-    def canonical(self, split) -> tuple[np.ndarray, ...]:
+    def canonical(self, split: Sequence[Sequence[int]]) -> tuple[np.ndarray, ...]:
         return self.split_at(self.index_of(split))
 
-    def validate(self, split) -> tuple[np.ndarray, ...]:
+    def validate(self, split: Sequence[Sequence[int]]) -> tuple[np.ndarray, ...]:
         """Check a split's shape, label range and balance; return it as int arrays."""
         if len(split) != len(self.hidden):
             raise ValueError(f"split has {len(split)} layers, model.hidden={list(self.hidden)}")
@@ -280,8 +288,9 @@ class Space:
             if a.shape != (h,):
                 raise ValueError(f"split layer {l} has shape {a.shape}, expected ({h},)")
             if a.min() < 0 or a.max() >= self.groups:
-                raise ValueError(f"split layer {l} has labels outside 0..{self.groups - 1}: "
-                                 f"{a.tolist()}")
+                raise ValueError(
+                    f"split layer {l} has labels outside 0..{self.groups - 1}: {a.tolist()}"
+                )
             sizes = np.bincount(a, minlength=self.groups)
             if sizes.max() - sizes.min() > 1:
                 raise ValueError(f"split layer {l} is unbalanced: group sizes {sizes.tolist()}")

@@ -26,6 +26,7 @@ from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from .config import DataConfig
 from .seeds import data_split_states
 
 
@@ -111,7 +112,8 @@ def load_idx_or_npz(path: str | Path) -> Dataset:
                 xs, ys = [z["X"] if "X" in keys else z["x"]], [z["y"]]
             else:
                 raise ValueError(
-                    f"{str(path)!r} needs arrays x_train/y_train[/x_test/y_test] or X/y")
+                    f"{str(path)!r} needs arrays x_train/y_train[/x_test/y_test] or X/y"
+                )
         images, labels = np.concatenate(xs), np.concatenate(ys)
     else:
         parts = []
@@ -129,8 +131,15 @@ def load_idx_or_npz(path: str | Path) -> Dataset:
     return Dataset(X, labels.astype(np.int64), shape)
 
 
-def load_dataset(name: str = "digits", path: str = "", *, seed: int = 0, n_samples: int = 2000,
-                 n_features: int = 20, n_classes: int = 4) -> Dataset:
+def load_dataset(
+    name: str = "digits",
+    path: str = "",
+    *,
+    seed: int = 0,
+    n_samples: int = 2000,
+    n_features: int = 20,
+    n_classes: int = 4,
+) -> Dataset:
     if name == "digits":
         X, y = skd.load_digits(return_X_y=True)
         return Dataset(X.astype(np.float32), y.astype(np.int64), (1, 8, 8))
@@ -139,8 +148,12 @@ def load_dataset(name: str = "digits", path: str = "", *, seed: int = 0, n_sampl
         return Dataset(X.astype(np.float32), y.astype(np.int64))
     if name == "synthetic":
         X, y = skd.make_classification(
-            n_samples=n_samples, n_features=n_features, n_informative=max(2, n_features // 2),
-            n_classes=n_classes, n_clusters_per_class=1, random_state=seed,
+            n_samples=n_samples,
+            n_features=n_features,
+            n_informative=max(2, n_features // 2),
+            n_classes=n_classes,
+            n_clusters_per_class=1,
+            random_state=seed,
         )
         return Dataset(X.astype(np.float32), y.astype(np.int64))
     if name == "mnist":
@@ -150,29 +163,46 @@ def load_dataset(name: str = "digits", path: str = "", *, seed: int = 0, n_sampl
     raise ValueError(f"data.name={name!r} is not a known dataset")
 
 
-def three_way_split(ds: Dataset, pretrain_fraction: float, test_fraction: float,
-                    seed: int) -> Splits:
+def three_way_split(
+    ds: Dataset, pretrain_fraction: float, test_fraction: float, seed: int
+) -> Splits:
     """Stratified, seeded split into pretrain / remaining / test; standardised on train only."""
     for key, v in (("pretrain_fraction", pretrain_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < v < 1.0:
             raise ValueError(f"data.{key}={v} must lie in (0, 1)")
     test_state, pretrain_state = data_split_states(seed)
     X_train, X_test, y_train, y_test = train_test_split(
-        ds.X, ds.y, test_size=test_fraction, stratify=ds.y, random_state=test_state)
+        ds.X, ds.y, test_size=test_fraction, stratify=ds.y, random_state=test_state
+    )
     X_pre, X_rem, y_pre, y_rem = train_test_split(
-        X_train, y_train, train_size=pretrain_fraction, stratify=y_train,
-        random_state=pretrain_state)
+        X_train,
+        y_train,
+        train_size=pretrain_fraction,
+        stratify=y_train,
+        random_state=pretrain_state,
+    )
     scaler = StandardScaler().fit(X_train)
 
-    def std(X):
+    def std(X: np.ndarray) -> np.ndarray:
         return scaler.transform(X).astype(np.float32)
 
-    return Splits((std(X_pre), y_pre), (std(X_rem), y_rem), (std(X_test), y_test),
-                  ds.n_classes, ds.image_shape)
+    return Splits(
+        (std(X_pre), y_pre),
+        (std(X_rem), y_rem),
+        (std(X_test), y_test),
+        ds.n_classes,
+        ds.image_shape,
+    )
 
 
-def load_splits(data_cfg, seed: int) -> Splits:
+def load_splits(data_cfg: DataConfig, seed: int) -> Splits:
     """The three-way split named by a ``DataConfig``."""
-    ds = load_dataset(data_cfg.name, data_cfg.path, seed=seed, n_samples=data_cfg.n_samples,
-                      n_features=data_cfg.n_features, n_classes=data_cfg.n_classes)
+    ds = load_dataset(
+        data_cfg.name,
+        data_cfg.path,
+        seed=seed,
+        n_samples=data_cfg.n_samples,
+        n_features=data_cfg.n_features,
+        n_classes=data_cfg.n_classes,
+    )
     return three_way_split(ds, data_cfg.pretrain_fraction, data_cfg.test_fraction, seed)

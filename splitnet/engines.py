@@ -51,10 +51,18 @@ class TrainedPiece:
     seconds: float
 
 
-def train_pieces(jobs: Sequence[PieceJob], X: torch.Tensor, y: torch.Tensor,
-                 streams: dict[int, list[torch.Tensor]], *, steps: tuple[int, int], lr: float,
-                 momentum: float = 0.0, engine: str = "batched",
-                 max_stack: int = MAX_STACK) -> list[TrainedPiece]:
+def train_pieces(
+    jobs: Sequence[PieceJob],
+    X: torch.Tensor,
+    y: torch.Tensor,
+    streams: dict[int, list[torch.Tensor]],
+    *,
+    steps: tuple[int, int],
+    lr: float,
+    momentum: float = 0.0,
+    engine: str = "batched",
+    max_stack: int = MAX_STACK,
+) -> list[TrainedPiece]:
     """Train every job on steps ``[lo, hi)`` of its stream; results in job order."""
     if engine == "loop":
         return [_train_one(job, X, y, streams, steps, lr, momentum) for job in jobs]
@@ -71,10 +79,12 @@ def _train_one(job: PieceJob, X, y, streams, steps, lr, momentum) -> TrainedPiec
     model = as_mlp(params, job.source.activation)
     buffers = cut(job.buffers, job.neurons) if job.buffers is not None else None
     lo, hi = steps
-    run = sgd(model, X, y, streams[job.order_seed][lo:hi], lr=lr, momentum=momentum,
-              buffers=buffers)
-    return TrainedPiece([p.detach() for p in model.parameters()], run.buffers,
-                        time.perf_counter() - t0)
+    run = sgd(
+        model, X, y, streams[job.order_seed][lo:hi], lr=lr, momentum=momentum, buffers=buffers
+    )
+    return TrainedPiece(
+        [p.detach() for p in model.parameters()], run.buffers, time.perf_counter() - t0
+    )
 
 
 def _train_batched(jobs, X, y, streams, steps, lr, momentum, max_stack) -> list[TrainedPiece]:
@@ -85,7 +95,7 @@ def _train_batched(jobs, X, y, streams, steps, lr, momentum, max_stack) -> list[
     out: list = [None] * len(jobs)
     for hidden, members in by_shape.items():
         for start in range(0, len(members), max_stack):
-            stack = members[start:start + max_stack]
+            stack = members[start : start + max_stack]
             t0 = time.perf_counter()
             first = jobs[stack[0]]
             shared = all(jobs[i].order_seed == first.order_seed for i in stack)
@@ -93,27 +103,46 @@ def _train_batched(jobs, X, y, streams, steps, lr, momentum, max_stack) -> list[
             pad = max(0, -(-MIN_COLUMNS // hidden[0]) - len(stack)) if shared else 0
             padded = [jobs[i] for i in stack] + [first] * pad
             Ws, bs = _stack(padded, lambda job: job.source)
-            buffers = (_stack(padded, lambda job: job.buffers)
-                       if momentum and first.buffers is not None else None)
+            buffers = (
+                _stack(padded, lambda job: job.buffers)
+                if momentum and first.buffers is not None
+                else None
+            )
             if first.dropout_scale:
-                for W, f in zip(Ws[1:], dropout_factors(first.source, first.neurons),
-                                strict=True):
+                for W, f in zip(Ws[1:], dropout_factors(first.source, first.neurons), strict=True):
                     W.mul_(f)
             if shared:
                 batches = streams[first.order_seed][lo:hi]
             else:  # (P, steps * B) indices, cut per step: one stack per stack, not per step
-                per = torch.stack([torch.cat(streams[jobs[i].order_seed][lo:hi])
-                                   if hi > lo else torch.empty(0, dtype=torch.int64)
-                                   for i in stack])
+                per = torch.stack(
+                    [
+                        torch.cat(streams[jobs[i].order_seed][lo:hi])
+                        if hi > lo
+                        else torch.empty(0, dtype=torch.int64)
+                        for i in stack
+                    ]
+                )
                 bounds = np.cumsum([0] + [len(b) for b in streams[first.order_seed][lo:hi]])
                 batches = [per[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-            bufs = train_stack(Ws, bs, X, y, batches, lr=lr, momentum=momentum,
-                               activation=first.source.activation, buffers=buffers)
+            bufs = train_stack(
+                Ws,
+                bs,
+                X,
+                y,
+                batches,
+                lr=lr,
+                momentum=momentum,
+                activation=first.source.activation,
+                buffers=buffers,
+            )
             share = (time.perf_counter() - t0) / len(stack)
             for p, i in enumerate(stack):
                 params = [t for W, b in zip(Ws, bs, strict=True) for t in (W[p], b[p])]
-                pbufs = (None if bufs is None else
-                         [t for W, b in zip(*bufs, strict=True) for t in (W[p], b[p])])
+                pbufs = (
+                    None
+                    if bufs is None
+                    else [t for W, b in zip(*bufs, strict=True) for t in (W[p], b[p])]
+                )
                 out[i] = TrainedPiece(params, pbufs, share)
     return out
 

@@ -19,32 +19,57 @@ import math
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from tqdm import tqdm
 
 from . import config as config_mod
 from . import results
 from .combinations import n_combinations, paths_of
+from .config import Config
 from .mpi import abort_on_error, world
 
+Comm = Any  # an mpi4py communicator, or mpi.SerialComm
 PIECES_PER_RANK = {"loop": 8, "batched": 512}  # chunk size: pieces each rank trains per chunk
 
 
-def parse_args(argv):
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m splitnet.enumerate", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="python -m splitnet.enumerate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--config", metavar="FILE.toml", help="experiment config (default: embedded)")
-    ap.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                    help="override a config key, TOML value, repeatable: --set model.hidden=[4,4]")
-    ap.add_argument("--out", metavar="PATH", help="results file, JSON Lines "
-                    "(default: results/<strategy>-<variant>-h<hidden>-k<groups>-<hash>.jsonl)")
+    ap.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override a config key, TOML value, repeatable: --set model.hidden=[4,4]",
+    )
+    ap.add_argument(
+        "--out",
+        metavar="PATH",
+        help="results file, JSON Lines "
+        "(default: results/<strategy>-<variant>-h<hidden>-k<groups>-<hash>.jsonl)",
+    )
     ap.add_argument("--start", type=int, default=0, metavar="I", help="first combination index")
     ap.add_argument("--stop", type=int, metavar="J", help="one past the last combination index")
-    ap.add_argument("--shard", metavar="T/N", help="take the T-th (0-based) of N equal contiguous "
-                    "shards of [start, stop), e.g. --shard $SLURM_ARRAY_TASK_ID/8")
-    ap.add_argument("--chunk", type=int, metavar="C", help="combinations per chunk (default: "
-                    "enough for 8 pieces per rank with the loop engine, 512 with batched)")
+    ap.add_argument(
+        "--shard",
+        metavar="T/N",
+        help="take the T-th (0-based) of N equal contiguous "
+        "shards of [start, stop), e.g. --shard $SLURM_ARRAY_TASK_ID/8",
+    )
+    ap.add_argument(
+        "--chunk",
+        type=int,
+        metavar="C",
+        help="combinations per chunk (default: "
+        "enough for 8 pieces per rank with the loop engine, 512 with batched)",
+    )
     ap.add_argument("--count", action="store_true", help="print the number of combinations, exit")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
@@ -60,7 +85,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return t, n
 
 
-def plan(args, cfg) -> tuple[range, Path]:
+def plan(args: argparse.Namespace, cfg: Config) -> tuple[range, Path]:
     """The combination range and the output path, validated before any training."""
     count = n_combinations(cfg)
     stop = count if args.stop is None else args.stop
@@ -81,7 +106,7 @@ def plan(args, cfg) -> tuple[range, Path]:
     return range(lo, hi), Path(args.out or default)
 
 
-def check_out(path: Path, cfg) -> set[int]:
+def check_out(path: Path, cfg: Config) -> set[int]:
     """Rank 0: the combinations already in ``path`` (resume); refuses another config's rows."""
     try:  # fail now, not after pretraining, if the file cannot be read or written
         rows = results.read_rows(path)
@@ -92,7 +117,7 @@ def check_out(path: Path, cfg) -> set[int]:
     return {(r.get("seed", cfg.seed), r["combination"]) for r in rows}
 
 
-def setup(argv, comm):
+def setup(argv: list[str] | None, comm: Comm) -> tuple[str, Any]:
     """Parse and validate on rank 0; every rank gets the same verdict (no rank left waiting)."""
     verdict = None
     if comm.Get_rank() == 0:
@@ -113,7 +138,14 @@ def setup(argv, comm):
     return comm.bcast(verdict, root=0)
 
 
-def run(args, cfg, todo_range, out, done, comm) -> int:
+def run(
+    args: argparse.Namespace,
+    cfg: Config,
+    todo_range: range,
+    out: Path,
+    done: set[tuple[int, int]],
+    comm: Comm,
+) -> int:
     # torch loads here, once the arguments are checked: --help, --count and bad input answer at
     # once instead of after the 2-4 s of importing torch (not a way around an import cycle)
     from . import experiment
@@ -125,13 +157,22 @@ def run(args, cfg, todo_range, out, done, comm) -> int:
     total = len(todo_range) * len(seeds)
     if n_todo == 0:  # nothing to train: say so instead of "0 rows in 0.0 s"
         if rank == 0 and not args.quiet:
-            print(f"all {total} rows ({len(todo_range)} combinations x {len(seeds)} seed(s)) are "
-                  f"already recorded in {out}", file=sys.stderr)
+            print(
+                f"all {total} rows ({len(todo_range)} combinations x {len(seeds)} seed(s)) are "
+                f"already recorded in {out}",
+                file=sys.stderr,
+            )
         return 0
     f = results.open_for_append(out) if rank == 0 else None
     # a row is one (seed, combination): the bar counts rows, total = combinations x seeds
-    bar = tqdm(total=total, initial=total - n_todo, unit="row", disable=args.quiet or rank != 0,
-               desc=out.name, smoothing=0.05)
+    bar = tqdm(
+        total=total,
+        initial=total - n_todo,
+        unit="row",
+        disable=args.quiet or rank != 0,
+        desc=out.name,
+        smoothing=0.05,
+    )
     for seed in seeds:
         todo = [c for c in todo_range if (seed, c) not in done]
         if not todo:
@@ -143,7 +184,7 @@ def run(args, cfg, todo_range, out, done, comm) -> int:
         n_paths = len(paths_of(cfg))
         chunk = args.chunk or max(1, math.ceil(PIECES_PER_RANK[cfg.train.engine] * size / n_paths))
         for lo in range(0, len(todo), chunk):
-            lines = _chunk(experiment, prep, todo[lo:lo + chunk], comm)
+            lines = _chunk(experiment, prep, todo[lo : lo + chunk], comm)
             if rank == 0:
                 results.append_lines(f, lines)
                 bar.update(len(lines))
@@ -151,13 +192,16 @@ def run(args, cfg, todo_range, out, done, comm) -> int:
     if rank == 0:
         f.close()
         if not args.quiet:
-            print(f"{n_todo} rows ({len(todo_range)} combinations x {len(seeds)} seed(s), "
-                  f"{total - n_todo} already recorded) in {time.perf_counter() - t0:.1f} s on "
-                  f"{size} rank(s) -> {out}", file=sys.stderr)
+            print(
+                f"{n_todo} rows ({len(todo_range)} combinations x {len(seeds)} seed(s), "
+                f"{total - n_todo} already recorded) in {time.perf_counter() - t0:.1f} s on "
+                f"{size} rank(s) -> {out}",
+                file=sys.stderr,
+            )
     return 0
 
 
-def _chunk(experiment, prep, combos: list[int], comm) -> list[bytes] | None:
+def _chunk(experiment: ModuleType, prep: Any, combos: list[int], comm: Comm) -> list[bytes] | None:
     """Rank r takes combinations r, r + size, ...; rank 0 gets the rows as JSON lines, in order."""
     rank, size = comm.Get_rank(), comm.Get_size()
     rows = experiment.run_combinations(prep, combos[rank::size])

@@ -52,8 +52,15 @@ def pretrain(cfg: Config, data: Splits) -> MLP:
     sizes = [data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes]
     net = build_mlp(sizes, cfg.model.activation, seed=init_seed(cfg))
     t = cfg.train
-    train(net, *data.pretrain, epochs=t.pretrain_epochs, batch_size=t.batch_size, lr=t.lr,
-          momentum=t.momentum, seed=pretrain_order_seed(cfg))
+    train(
+        net,
+        *data.pretrain,
+        epochs=t.pretrain_epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        momentum=t.momentum,
+        seed=pretrain_order_seed(cfg),
+    )
     return net
 
 
@@ -61,8 +68,15 @@ def baseline(cfg: Config, data: Splits, net: MLP) -> float:
     """The unsplit pretrained net trained on the remaining data with the pieces' budget."""
     t = cfg.train
     net = copy.deepcopy(net)
-    train(net, *data.remaining, epochs=t.piece_epochs, batch_size=t.batch_size, lr=t.lr,
-          momentum=t.momentum, seed=remaining_order_seed(cfg))
+    train(
+        net,
+        *data.remaining,
+        epochs=t.piece_epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        momentum=t.momentum,
+        seed=remaining_order_seed(cfg),
+    )
     return accuracy(net, *data.test)
 
 
@@ -83,8 +97,9 @@ def prepare(cfg: Config, state: dict | None = None, seed: int | None = None) -> 
         net.load_state_dict(state)
     s = cfg.split
     space = Space(cfg.model.hidden, s.groups, s.variant) if s.strategy == "exhaustive" else None
-    return Prepared(cfg, data, net, accuracy(net, *data.test), baseline(cfg, data, net), space,
-                    experiment)
+    return Prepared(
+        cfg, data, net, accuracy(net, *data.test), baseline(cfg, data, net), space, experiment
+    )
 
 
 def uses_rounds(cfg: Config) -> bool:
@@ -97,8 +112,7 @@ def run_combinations(prep: Prepared, combinations: Sequence[int]) -> list[dict]:
     for c in combinations:
         if not 0 <= c < prep.count:
             raise ValueError(f"combination {c} is outside [0, {prep.count})")
-    results = train_rounds(prep.pretrained, prep.data, prep.config, combinations,
-                           space=prep.space)
+    results = train_rounds(prep.pretrained, prep.data, prep.config, combinations, space=prep.space)
     return [make_row(prep, res) for res in results]
 
 
@@ -120,8 +134,9 @@ def make_row(prep: Prepared, res: RoundsResult) -> dict:
         "variant": s.variant,
         "groups": s.groups,
         "paths": [list(p) for p in res.paths],
-        "accuracy": (accuracy(res.net, X_test, y_test) if s.stitch_steps
-                     else res.accuracy_before_stitch),
+        "accuracy": (
+            accuracy(res.net, X_test, y_test) if s.stitch_steps else res.accuracy_before_stitch
+        ),
         "accuracy_before_stitch": res.accuracy_before_stitch if s.stitch_steps else None,
         "piece_accuracies": res.piece_accuracies(X_test, y_test),
         "ensemble_accuracy": res.ensemble_accuracy(X_test, y_test),
@@ -129,17 +144,26 @@ def make_row(prep: Prepared, res: RoundsResult) -> dict:
         "seconds": res.seconds,
     }
     if uses_rounds(cfg):
-        row.update(rounds=res.rounds, resplit_every=res.resplit_every,
-                   bytes_moved=res.bytes_total, dp_bytes=res.dp_bytes_total,
-                   curve=[list(c) for c in res.curve])
-    row.update({
-        "baseline_accuracy": prep.baseline_accuracy,
-        "pretrained_accuracy": prep.pretrained_accuracy,
-        "recombination": {"unheld": s.unheld, "output": s.output,
-                          "stitch_steps": s.stitch_steps},
-        "seed": cfg.seed,
-        "piece_seeds": [piece_order_seed(cfg, res.combination, p) for p in res.paths],
-        "config_hash": config_hash,
-        "config": config_dict,
-    })
+        row.update(
+            rounds=res.rounds,
+            resplit_every=res.resplit_every,
+            bytes_moved=res.bytes_total,
+            dp_bytes=res.dp_bytes_total,
+            curve=[list(c) for c in res.curve],
+        )
+    row.update(
+        {
+            "baseline_accuracy": prep.baseline_accuracy,
+            "pretrained_accuracy": prep.pretrained_accuracy,
+            "recombination": {
+                "unheld": s.unheld,
+                "output": s.output,
+                "stitch_steps": s.stitch_steps,
+            },
+            "seed": cfg.seed,
+            "piece_seeds": [piece_order_seed(cfg, res.combination, p) for p in res.paths],
+            "config_hash": config_hash,
+            "config": config_dict,
+        }
+    )
     return row

@@ -9,6 +9,8 @@ of the MPI slides), the ring allreduce's chunks and the data-parallel batch shar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -35,7 +37,7 @@ def labels(n: int, k: int) -> np.ndarray:
     return np.repeat(np.arange(k, dtype=np.int64), sizes(n, k))
 
 
-def check_groups(hidden, groups: int) -> None:
+def check_groups(hidden: Sequence[int], groups: int) -> None:
     """The one check of ``split.groups``: every group needs a neuron in every hidden layer."""
     hidden = [int(h) for h in hidden]
     if not hidden:
@@ -46,4 +48,5 @@ def check_groups(hidden, groups: int) -> None:
         if groups > w:
             raise ValueError(
                 f"split.groups={groups} exceeds the width {w} of hidden layer {i} "
-                f"(model.hidden={hidden}): every group needs a neuron in every layer")
+                f"(model.hidden={hidden}): every group needs a neuron in every layer"
+            )

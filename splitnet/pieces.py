@@ -36,13 +36,16 @@ import torch
 from torch import nn
 
 from .model import MLP
+from .split import Split
+
+Path = Sequence[int]  # one group per hidden layer
 
 Params = list[torch.Tensor]  # [W_1, b_1, ..., W_out, b_out]
 OUTPUTS = ("sum", "rescale", "shared-rescale")
 UNHELD = ("pretrained", "zero")
 
 
-def piece_neurons(split, path) -> list[np.ndarray]:
+def piece_neurons(split: Split, path: Path) -> list[np.ndarray]:
     """S_l for every hidden layer: the neuron indices the piece keeps."""
     return [np.flatnonzero(np.asarray(a) == g) for a, g in zip(split, path, strict=True)]
 
@@ -97,14 +100,15 @@ _TEMPLATES: dict = {}
 def _clone_module(mod: nn.Module) -> nn.Module:
     new = mod.__class__.__new__(mod.__class__)
     # every dict/set attribute (parameters, buffers, hooks, submodules) is a new container
-    new.__dict__ = {k: (v.copy() if isinstance(v, (dict, set)) else v)
-                    for k, v in mod.__dict__.items()}
+    new.__dict__ = {
+        k: (v.copy() if isinstance(v, (dict, set)) else v) for k, v in mod.__dict__.items()
+    }
     for name, child in mod._modules.items():
         new._modules[name] = _clone_module(child)
     return new
 
 
-def extract(net: MLP, split, path) -> MLP:
+def extract(net: MLP, split: Split, path: Path) -> MLP:
     """The standalone piece of ``net`` for ``path`` (a smaller MLP; a copy, not a view)."""
     return as_mlp(cut(net, piece_neurons(split, path)), net.activation)
 
@@ -125,7 +129,9 @@ def forward(params: Params, activation: str, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ensemble_logits(pieces: Sequence[Params], activation: str, x) -> torch.Tensor:
+def ensemble_logits(
+    pieces: Sequence[Params], activation: str, x: torch.Tensor | np.ndarray
+) -> torch.Tensor:
     """sum_p piece_p(x): the logit-sum ensemble, (n, d_out) (an upper reference: it needs every
     piece at inference time, so it is not one net of the original size)."""
     x = torch.as_tensor(x)
@@ -136,12 +142,16 @@ def ensemble_logits(pieces: Sequence[Params], activation: str, x) -> torch.Tenso
     return out
 
 
-def held_counts(net: MLP, split, paths) -> list[tuple[np.ndarray, np.ndarray]]:
+def held_counts(
+    net: MLP, split: Split, paths: Sequence[Path]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(c for the weight, n for the bias) of every Linear: how many pieces hold each entry."""
     lins = net.linears
     every = [np.arange(s) for s in net.sizes]
-    out = [(np.zeros(tuple(l.weight.shape), np.int64), np.zeros(tuple(l.bias.shape), np.int64))
-           for l in lins]
+    out = [
+        (np.zeros(tuple(l.weight.shape), np.int64), np.zeros(tuple(l.bias.shape), np.int64))
+        for l in lins
+    ]
     for path in paths:
         neurons = piece_neurons(split, path)
         for m in range(len(lins)):
@@ -152,8 +162,15 @@ def held_counts(net: MLP, split, paths) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def recombine(net: MLP, split, paths, pieces: Sequence[Params | MLP], *,
-              unheld: str = "pretrained", output: str = "sum") -> MLP:
+def recombine(
+    net: MLP,
+    split: Split,
+    paths: Sequence[Path],
+    pieces: Sequence[Params | MLP],
+    *,
+    unheld: str = "pretrained",
+    output: str = "sum",
+) -> MLP:
     """Assemble trained ``pieces`` (one per path, in order) into a copy of ``net``."""
     if len(paths) != len(pieces):
         raise ValueError(f"{len(paths)} paths but {len(pieces)} pieces")
@@ -190,8 +207,10 @@ def recombine(net: MLP, split, paths, pieces: Sequence[Params | MLP], *,
             if output == "shared-rescale":
                 held = cw > 0
                 factor = torch.ones_like(olin.weight)
-                ratio = torch.as_tensor(cw, dtype=torch.float64) / torch.as_tensor(
-                    cb, dtype=torch.float64).clamp(min=1)[:, None]
+                ratio = (
+                    torch.as_tensor(cw, dtype=torch.float64)
+                    / torch.as_tensor(cb, dtype=torch.float64).clamp(min=1)[:, None]
+                )
                 held_t = torch.as_tensor(held)
                 factor[held_t] = ratio[held_t].float()
                 olin.weight.mul_(factor)
@@ -213,7 +232,7 @@ def scale_for_dropout(params: Params, factors: Sequence[float]) -> None:
             W.mul_(f)
 
 
-def unscale_recombined(net: MLP, split, paths) -> None:
+def unscale_recombined(net: MLP, split: Split, paths: Sequence[Path]) -> None:
     """Divide every held weight of Linear m >= 1 by h_{m-1} / |G(j)| (G(j): column j's group)."""
     counts = held_counts(net, split, paths)
     with torch.no_grad():
@@ -239,20 +258,21 @@ def unpack(sizes: Sequence[int], flat: np.ndarray) -> Params:
     flat = torch.from_numpy(np.asarray(flat, dtype=np.float32))
     out, at = [], 0
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        out += [flat[at:at + a * b].view(b, a), flat[at + a * b:at + a * b + b]]
+        out += [flat[at : at + a * b].view(b, a), flat[at + a * b : at + a * b + b]]
         at += a * b + b
     if at != flat.numel():
-        raise ValueError(f"a packed piece of sizes {list(sizes)} has {at} values, "
-                         f"got {flat.numel()}")
+        raise ValueError(
+            f"a packed piece of sizes {list(sizes)} has {at} values, got {flat.numel()}"
+        )
     return out
 
 
-def coverage(net: MLP, split, paths) -> list[np.ndarray]:
+def coverage(net: MLP, split: Split, paths: Sequence[Path]) -> list[np.ndarray]:
     """How many pieces hold each hidden-to-hidden weight: a (h_{l+1}, h_l) array per layer."""
     return [w for w, _ in held_counts(net, split, paths)[1:-1]]
 
 
-def masked_forward(net: MLP, split, path, x: torch.Tensor) -> torch.Tensor:
+def masked_forward(net: MLP, split: Split, path: Path, x: torch.Tensor) -> torch.Tensor:
     """The full net's forward with every hidden neuron outside the path's groups forced to 0."""
     masks = [torch.as_tensor(np.asarray(a) == g) for a, g in zip(split, path, strict=True)]
     layer = 0

@@ -34,16 +34,23 @@ def by_combination(rows: list[dict]) -> dict[str, np.ndarray]:
         groups.setdefault(r["combination"], []).append(r)
     idx = np.array(sorted(groups))
 
-    def mean(key):
-        return np.array([np.mean([np.nan if r[key] is None else r[key] for r in groups[c]])
-                         for c in idx])
+    def mean(key: str) -> np.ndarray:
+        return np.array(
+            [np.mean([np.nan if r[key] is None else r[key] for r in groups[c]]) for c in idx]
+        )
 
     acc = [np.array([r["accuracy"] for r in groups[c]]) for c in idx]
     ci = np.array([1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0 for a in acc])
     pieces = np.array([np.mean([r["piece_accuracies"] for r in groups[c]], axis=0) for c in idx])
-    return {"combination": idx, "accuracy": mean("accuracy"), "ci": ci, "pieces": pieces,
-            "cut": mean("cut_fraction"), "baseline": mean("baseline_accuracy"),
-            "n_seeds": np.array([len(groups[c]) for c in idx])}
+    return {
+        "combination": idx,
+        "accuracy": mean("accuracy"),
+        "ci": ci,
+        "pieces": pieces,
+        "cut": mean("cut_fraction"),
+        "baseline": mean("baseline_accuracy"),
+        "n_seeds": np.array([len(groups[c]) for c in idx]),
+    }
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -53,25 +60,35 @@ def summarize(rows: list[dict]) -> dict:
     acc, cut = agg["accuracy"], agg["cut"]
     base = float(np.mean([r["baseline_accuracy"] for r in rows]))
     ok = ~np.isnan(cut)
-    rho, p = (spearmanr(cut[ok], acc[ok]) if ok.sum() > 2 and np.ptp(cut[ok]) > 0
-              else (float("nan"), float("nan")))
+    rho, p = (
+        spearmanr(cut[ok], acc[ok])
+        if ok.sum() > 2 and np.ptp(cut[ok]) > 0
+        else (float("nan"), float("nan"))
+    )
     ens = [r["ensemble_accuracy"] for r in rows if "ensemble_accuracy" in r]
     return {
-        "combinations": len(acc), "seeds": int(agg["n_seeds"].max()), "baseline": base,
+        "combinations": len(acc),
+        "seeds": int(agg["n_seeds"].max()),
+        "baseline": base,
         "pretrained": float(np.mean([r.get("pretrained_accuracy", np.nan) for r in rows])),
-        "best": float(acc.max()), "median": float(np.median(acc)), "worst": float(acc.min()),
+        "best": float(acc.max()),
+        "median": float(np.median(acc)),
+        "worst": float(acc.min()),
         "reached_baseline": int((acc >= base).sum()),
         "mean_piece": float(np.mean([np.mean(r["piece_accuracies"]) for r in rows])),
         "mean_ensemble": float(np.mean(ens)) if ens else None,
-        "spearman_cut_vs_accuracy": float(rho), "spearman_p": float(p),
+        "spearman_cut_vs_accuracy": float(rho),
+        "spearman_p": float(p),
     }
 
 
 def _title(rows: list[dict]) -> str:
     c = rows[0]["config"]
     hidden = "x".join(map(str, c["model"]["hidden"]))
-    return (f"{c['data']['name']}, hidden [{hidden}], k={c['split']['groups']}, "
-            f"{c['split']['strategy']} {c['split']['variant']}")
+    return (
+        f"{c['data']['name']}, hidden [{hidden}], k={c['split']['groups']}, "
+        f"{c['split']['strategy']} {c['split']['variant']}"
+    )
 
 
 def marked_splits(rows: list[dict], marks: list[dict]) -> list[tuple[str, int, float]]:
@@ -85,8 +102,9 @@ def marked_splits(rows: list[dict], marks: list[dict]) -> list[tuple[str, int, f
     return [(label, i, float(np.mean(a))) for (label, i), a in sorted(out.items())]
 
 
-def plot(rows: list[dict], out: str | Path, title: str | None = None,
-         marks: list[dict] = ()) -> dict:
+def plot(
+    rows: list[dict], out: str | Path, title: str | None = None, marks: list[dict] = ()
+) -> dict:
     if not rows:
         raise ValueError("no rows to plot")
     s = summarize(rows)
@@ -107,35 +125,59 @@ def plot(rows: list[dict], out: str | Path, title: str | None = None,
     located = marked_splits(rows, marks) if marks else []
     for j, (label, i, m_acc) in enumerate(located):
         pct = 100 * float((acc < m_acc * 100).mean())
-        s.setdefault("marks", []).append({"strategy": label, "combination": i,
-                                          "accuracy": m_acc, "percentile": pct})
-        a.plot([i], [m_acc * 100], "*", ms=14, color=f"C{j + 5}", mec="k",
-               label=f"{label} split: {m_acc * 100:.1f}% (beats {pct:.0f}%)")
+        s.setdefault("marks", []).append(
+            {"strategy": label, "combination": i, "accuracy": m_acc, "percentile": pct}
+        )
+        a.plot(
+            [i],
+            [m_acc * 100],
+            "*",
+            ms=14,
+            color=f"C{j + 5}",
+            mec="k",
+            label=f"{label} split: {m_acc * 100:.1f}% (beats {pct:.0f}%)",
+        )
         ax[1, 0].axvline(m_acc * 100, color=f"C{j + 5}", lw=2, label=f"{label} split")
-    a.set(xlabel="combination index (canonical order)", ylabel="test accuracy (%)",
-          title="Accuracy vs combination" + seeds)
+    a.set(
+        xlabel="combination index (canonical order)",
+        ylabel="test accuracy (%)",
+        title="Accuracy vs combination" + seeds,
+    )
     a.legend(loc="lower right", fontsize=8)
 
     a = ax[0, 1]
     order = np.argsort(acc)
     x = np.arange(len(idx))
     for j in range(pieces.shape[1]):
-        a.plot(x, pieces[order, j], ".", ms=1.5, color="C2", alpha=0.5,
-               label="pieces (alone)" if j == 0 else None)
+        a.plot(
+            x,
+            pieces[order, j],
+            ".",
+            ms=1.5,
+            color="C2",
+            alpha=0.5,
+            label="pieces (alone)" if j == 0 else None,
+        )
     a.plot(x, acc[order], "-", color="C0", lw=2, label="recombined")
     if s["seeds"] > 1:
         a.fill_between(x, (acc - ci)[order], (acc + ci)[order], color="C0", alpha=0.25, lw=0)
     a.axhline(base, color="C3", lw=1.5, label="baseline")
-    a.set(xlabel="combination (sorted by recombined accuracy)", ylabel="test accuracy (%)",
-          title="Sorted, with the pieces' own accuracies")
+    a.set(
+        xlabel="combination (sorted by recombined accuracy)",
+        ylabel="test accuracy (%)",
+        title="Sorted, with the pieces' own accuracies",
+    )
     a.legend(loc="lower right", fontsize=8)
 
     a = ax[1, 0]
     a.hist(acc, bins=min(40, max(5, len(idx) // 5)), color="C0", alpha=0.8)
     a.axvline(base, color="C3", lw=1.5, label="baseline")
     a.axvline(np.median(acc), color="k", ls=":", label=f"median {np.median(acc):.1f}%")
-    a.set(xlabel="recombined test accuracy (%)", ylabel="combinations",
-          title=f"Distribution: {s['reached_baseline']} of {len(idx)} reach the baseline")
+    a.set(
+        xlabel="recombined test accuracy (%)",
+        ylabel="combinations",
+        title=f"Distribution: {s['reached_baseline']} of {len(idx)} reach the baseline",
+    )
     a.legend(fontsize=8)
 
     a = ax[1, 1]
@@ -145,9 +187,11 @@ def plot(rows: list[dict], out: str | Path, title: str | None = None,
     else:
         a.plot(cut * 100, acc, ".", ms=3 if small else 1.5, color="C4")
         a.axhline(base, color="C3", lw=1.5)
-    a.set(xlabel="cut fraction (% of hidden-to-hidden |W| crossing groups)",
-          ylabel="recombined test accuracy (%)",
-          title=f"Independence vs accuracy: Spearman rho = {s['spearman_cut_vs_accuracy']:.2f}")
+    a.set(
+        xlabel="cut fraction (% of hidden-to-hidden |W| crossing groups)",
+        ylabel="recombined test accuracy (%)",
+        title=f"Independence vs accuracy: Spearman rho = {s['spearman_cut_vs_accuracy']:.2f}",
+    )
     fig.suptitle(title or _title(rows))
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -157,13 +201,21 @@ def plot(rows: list[dict], out: str | Path, title: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m splitnet.plot", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m splitnet.plot",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("results", help="a results file written by splitnet.enumerate")
     ap.add_argument("-o", "--out", required=True, help="figure path (.png, .pdf, .svg)")
     ap.add_argument("--title")
-    ap.add_argument("--mark", action="append", default=[], metavar="RESULTS",
-                    help="also mark the splits of these results (e.g. strategy = weights)")
+    ap.add_argument(
+        "--mark",
+        action="append",
+        default=[],
+        metavar="RESULTS",
+        help="also mark the splits of these results (e.g. strategy = weights)",
+    )
     args = ap.parse_args(argv)
     try:
         rows = read_rows(args.results)

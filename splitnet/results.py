@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 
 def read_rows(path: str | Path) -> list[dict]:
@@ -32,8 +33,10 @@ def read_rows(path: str | Path) -> list[dict]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            raise ValueError(f"{str(path)!r} line {n} is not valid JSON (not a torn last line: "
-                             "the file was edited or two writers mixed)") from None
+            raise ValueError(
+                f"{str(path)!r} line {n} is not valid JSON (not a torn last line: "
+                "the file was edited or two writers mixed)"
+            ) from None
     del tail  # a row is only complete once its newline is written
     return rows
 
@@ -43,10 +46,11 @@ def check_config(rows: list[dict], config_hash: str, path: str | Path) -> None:
     if others:
         raise ValueError(
             f"{str(path)!r} holds rows of another experiment (config_hash {sorted(others)[0]}, "
-            f"this run is {config_hash}); pass a different --out or remove the file")
+            f"this run is {config_hash}); pass a different --out or remove the file"
+        )
 
 
-def open_for_append(path: str | Path):
+def open_for_append(path: str | Path) -> BinaryIO:
     """Open for appending after cutting any torn last line; creates parent directories."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +74,7 @@ def encode_row(row: dict) -> bytes:
     return json.dumps(row, sort_keys=True).encode() + b"\n"
 
 
-def append_lines(f, lines: list[bytes]) -> None:
+def append_lines(f: BinaryIO, lines: list[bytes]) -> None:
     """Write whole lines, then flush and fsync: a row on disk is a row that survives a kill."""
     if lines:
         f.write(b"".join(lines))
@@ -78,7 +82,7 @@ def append_lines(f, lines: list[bytes]) -> None:
         os.fsync(f.fileno())
 
 
-def append_rows(f, rows: list[dict]) -> None:
+def append_rows(f: BinaryIO, rows: list[dict]) -> None:
     append_lines(f, [encode_row(r) for r in rows])
 
 
@@ -118,9 +122,13 @@ def summary(rows: list[dict], expected: int | None = None) -> dict:
     the rows expected (combinations x seeds), missing and extra (outside [0, expected)) rows."""
     keys = [row_key(r) for r in rows]
     seeds = run_seeds_of(rows)
-    out = {"rows": len(rows), "seeds": seeds,
-           "combinations": len({c for _, c in keys}), "distinct_rows": len(set(keys)),
-           "duplicates": len(keys) - len(set(keys))}
+    out = {
+        "rows": len(rows),
+        "seeds": seeds,
+        "combinations": len({c for _, c in keys}),
+        "distinct_rows": len(set(keys)),
+        "duplicates": len(keys) - len(set(keys)),
+    }
     if expected is not None:
         want = {(s, c) for s in seeds for c in range(expected)}
         out["expected_rows"] = expected * len(seeds)
@@ -131,25 +139,36 @@ def summary(rows: list[dict], expected: int | None = None) -> dict:
 
 def describe(s: dict) -> str:
     """One human line for ``summary``'s dict."""
-    text = (f"{s['rows']} rows: {s['combinations']} combinations x {len(s['seeds'])} seed(s) "
-            f"{s['seeds']}, {s['duplicates']} duplicated")
+    text = (
+        f"{s['rows']} rows: {s['combinations']} combinations x {len(s['seeds'])} seed(s) "
+        f"{s['seeds']}, {s['duplicates']} duplicated"
+    )
     if "expected_rows" in s:
-        text += (f"; expected {s['expected_rows']} rows, {s['missing']} missing, "
-                 f"{s['extra']} extra (combination outside the expected range or another seed)")
+        text += (
+            f"; expected {s['expected_rows']} rows, {s['missing']} missing, "
+            f"{s['extra']} extra (combination outside the expected range or another seed)"
+        )
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m splitnet.results", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m splitnet.results",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("merge", help="merge shard files into one")
     m.add_argument("inputs", nargs="+")
     m.add_argument("-o", "--out", required=True)
     c = sub.add_parser("check", help="count rows, duplicates and missing combinations")
     c.add_argument("path")
-    c.add_argument("--expected", type=int, help="the number of combinations per seed (see "
-                   "enumerate --count); rows expected = combinations x the config's seeds")
+    c.add_argument(
+        "--expected",
+        type=int,
+        help="the number of combinations per seed (see "
+        "enumerate --count); rows expected = combinations x the config's seeds",
+    )
     args = ap.parse_args(argv)
     try:
         if args.cmd == "merge":

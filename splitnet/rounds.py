@@ -31,10 +31,10 @@ Communication, counted in bytes of float32 (4 bytes), summed over all workers:
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -85,10 +85,10 @@ class RoundsResult:
     def dp_bytes_total(self) -> int:
         return self.dp_bytes_per_step * self.total_steps
 
-    def ensemble_accuracy(self, X, y) -> float:
+    def ensemble_accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
         return accuracy(lambda x: ensemble_logits(self.pieces, self.net.activation, x), X, y)
 
-    def piece_accuracies(self, X, y) -> list[float]:
+    def piece_accuracies(self, X: np.ndarray, y: np.ndarray) -> list[float]:
         act = self.net.activation
         return [accuracy(lambda x, p=p: forward(p, act, x), X, y) for p in self.pieces]
 
@@ -122,9 +122,15 @@ def _zeros_like(net: MLP) -> MLP:
     return out
 
 
-def train_rounds(net0: MLP, data: Splits, cfg: Config, combinations: Sequence[int], *,
-                 space: Space | None = None, total_steps: int | None = None,
-                 ) -> list[RoundsResult]:
+def train_rounds(
+    net0: MLP,
+    data: Splits,
+    cfg: Config,
+    combinations: Sequence[int],
+    *,
+    space: Space | None = None,
+    total_steps: int | None = None,
+) -> list[RoundsResult]:
     """Run the rounds of every combination (lockstep, one engine call per round).
 
     ``space``: the exhaustive ``Space`` (made from the config if needed). ``total_steps``
@@ -138,8 +144,10 @@ def train_rounds(net0: MLP, data: Splits, cfg: Config, combinations: Sequence[in
     if s.strategy == "exhaustive" and space is None:
         space = Space(cfg.model.hidden, s.groups, s.variant)
     seeds = {c: [piece_order_seed(cfg, c, p) for p in paths] for c in combinations}
-    streams = {seed: minibatches(len(X), t.batch_size, seed, steps=T) if T else []
-               for seed in {x for v in seeds.values() for x in v}}
+    streams = {
+        seed: minibatches(len(X), t.batch_size, seed, steps=T) if T else []
+        for seed in {x for v in seeds.values() for x in v}
+    }
     dropout = s.piece_scale == "dropout"
 
     nets = {c: net0 for c in combinations}
@@ -154,26 +162,35 @@ def train_rounds(net0: MLP, data: Splits, cfg: Config, combinations: Sequence[in
         lo, hi = r * E, min((r + 1) * E, T)
         jobs = []
         for c in combinations:
-            splits[c] = split_for(cfg, nets[c], c, r, space=space, X=data.pretrain[0],
-                                  previous=splits.get(c))
+            splits[c] = split_for(
+                cfg, nets[c], c, r, space=space, X=data.pretrain[0], previous=splits.get(c)
+            )
             cuts[c].append(cut_fraction(nets[c], splits[c]))
-            jobs += [PieceJob(nets[c], tuple(piece_neurons(splits[c], p)), seed, bufs[c],
-                              dropout) for p, seed in zip(paths, seeds[c], strict=True)]
-        trained = train_pieces(jobs, X, y, streams, steps=(lo, hi), lr=t.lr, momentum=t.momentum,
-                               engine=t.engine)
+            jobs += [
+                PieceJob(nets[c], tuple(piece_neurons(splits[c], p)), seed, bufs[c], dropout)
+                for p, seed in zip(paths, seeds[c], strict=True)
+            ]
+        trained = train_pieces(
+            jobs, X, y, streams, steps=(lo, hi), lr=t.lr, momentum=t.momentum, engine=t.engine
+        )
         for j, c in enumerate(combinations):
-            mine = trained[j * len(paths):(j + 1) * len(paths)]
+            mine = trained[j * len(paths) : (j + 1) * len(paths)]
             pieces[c] = [tp.params for tp in mine]
             secs[c] += sum(tp.seconds for tp in mine)
             sent[c].append(round_bytes(pieces[c], t.momentum))
-            new = recombine(nets[c], splits[c], paths, pieces[c], unheld=s.unheld,
-                            output=s.output)
+            new = recombine(nets[c], splits[c], paths, pieces[c], unheld=s.unheld, output=s.output)
             if dropout:
                 unscale_recombined(new, splits[c], paths)
             if t.momentum > 0:
                 old = bufs[c] if bufs[c] is not None else _zeros_like(net0)
-                bufs[c] = recombine(old, splits[c], paths, [tp.buffers for tp in mine],
-                                    unheld="pretrained", output="sum")
+                bufs[c] = recombine(
+                    old,
+                    splits[c],
+                    paths,
+                    [tp.buffers for tp in mine],
+                    unheld="pretrained",
+                    output="sum",
+                )
             nets[c] = new
             curves[c].append((hi, accuracy(new, X_test, y_test)))
 
@@ -182,13 +199,32 @@ def train_rounds(net0: MLP, data: Splits, cfg: Config, combinations: Sequence[in
     for c in combinations:
         net = nets[c]
         if s.stitch_steps:
-            net = stitch(net, splits[c], paths, data.remaining, steps=s.stitch_steps,
-                         lr=s.stitch_lr or t.lr, seed=stitch_seed(cfg, R - 1),
-                         batch_size=t.batch_size)
-        out.append(RoundsResult(
-            combination=c, net=net, accuracy_before_stitch=curves[c][-1][1], pieces=pieces[c],
-            split=splits[c], paths=paths, rounds=R, total_steps=T, resplit_every=E,
-            bytes_per_round=sent[c], dp_bytes_per_step=dp_step, curve=curves[c],
-            cut_fractions=cuts[c], seconds=secs[c]))
+            net = stitch(
+                net,
+                splits[c],
+                paths,
+                data.remaining,
+                steps=s.stitch_steps,
+                lr=s.stitch_lr or t.lr,
+                seed=stitch_seed(cfg, R - 1),
+                batch_size=t.batch_size,
+            )
+        out.append(
+            RoundsResult(
+                combination=c,
+                net=net,
+                accuracy_before_stitch=curves[c][-1][1],
+                pieces=pieces[c],
+                split=splits[c],
+                paths=paths,
+                rounds=R,
+                total_steps=T,
+                resplit_every=E,
+                bytes_per_round=sent[c],
+                dp_bytes_per_step=dp_step,
+                curve=curves[c],
+                cut_fractions=cuts[c],
+                seconds=secs[c],
+            )
+        )
     return out
-

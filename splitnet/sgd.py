@@ -31,15 +31,19 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def minibatches(n: int, batch_size: int, seed: int, *, epochs: int | None = None,
-                steps: int | None = None) -> list[torch.Tensor]:
+def minibatches(
+    n: int, batch_size: int, seed: int, *, epochs: int | None = None, steps: int | None = None
+) -> list[torch.Tensor]:
     """The stream of ``seed``: ``epochs`` epochs of ``batch_order``, or its first ``steps``."""
     if (epochs is None) == (steps is None):
         raise ValueError(f"give exactly one of epochs={epochs} and steps={steps}")
     if epochs is None:
         epochs = max(1, -(-steps // steps_per_epoch(n, batch_size)))
-    stream = [perm[s:s + batch_size] for perm in batch_order(n, epochs, seed)
-              for s in range(0, n, batch_size)]
+    stream = [
+        perm[s : s + batch_size]
+        for perm in batch_order(n, epochs, seed)
+        for s in range(0, n, batch_size)
+    ]
     return stream if steps is None else stream[:steps]
 
 
@@ -49,11 +53,18 @@ class SGDRun:
     buffers: list[torch.Tensor] | None  # momentum buffers after the last step (None: momentum 0)
 
 
-def sgd(model: nn.Module, X: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
-        batches: Iterable[torch.Tensor], *, lr: float, momentum: float = 0.0,
-        buffers: Sequence[torch.Tensor] | None = None,
-        grad_masks: Sequence[torch.Tensor | None] | None = None,
-        optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None) -> SGDRun:
+def sgd(
+    model: nn.Module,
+    X: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray,
+    batches: Iterable[torch.Tensor],
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    buffers: Sequence[torch.Tensor] | None = None,
+    grad_masks: Sequence[torch.Tensor | None] | None = None,
+    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
+) -> SGDRun:
     """Minibatch steps on softmax cross-entropy, in place; ``model`` is left in eval mode.
 
     ``buffers``: momentum buffers to start from (a zero buffer gives the fresh optimizer's first
@@ -62,8 +73,11 @@ def sgd(model: nn.Module, X: torch.Tensor | np.ndarray, y: torch.Tensor | np.nda
     """
     params = list(model.parameters())
     X, y = torch.as_tensor(X), torch.as_tensor(y)
-    opt = (optimizer(params) if optimizer is not None
-           else torch.optim.SGD(params, lr=lr, momentum=momentum))
+    opt = (
+        optimizer(params)
+        if optimizer is not None
+        else torch.optim.SGD(params, lr=lr, momentum=momentum)
+    )
     if buffers is not None and momentum > 0:
         for p, b in zip(params, buffers, strict=True):
             opt.state[p]["momentum_buffer"] = b.detach().clone()
@@ -88,23 +102,39 @@ def sgd(model: nn.Module, X: torch.Tensor | np.ndarray, y: torch.Tensor | np.nda
     return SGDRun(losses, out)
 
 
-def train(model: nn.Module, X: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, *,
-          epochs: int, batch_size: int, lr: float, seed: int,
-          momentum: float = 0.0) -> list[float]:
+def train(
+    model: nn.Module,
+    X: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    momentum: float = 0.0,
+) -> list[float]:
     """``epochs`` epochs of ``sgd`` on the stream of ``seed``; returns each epoch's mean loss."""
     n = len(X)
     batches = minibatches(n, batch_size, seed, epochs=epochs) if epochs else []
     run = sgd(model, X, y, batches, lr=lr, momentum=momentum)
     per_epoch = steps_per_epoch(n, batch_size)
     sizes = [len(b) for b in batches]
-    return [sum(loss * s for loss, s in zip(run.losses[e:e + per_epoch], sizes[e:e + per_epoch],
-                                            strict=True)) / n
-            for e in range(0, len(batches), per_epoch)]
+    return [
+        sum(
+            loss * s
+            for loss, s in zip(run.losses[e : e + per_epoch], sizes[e : e + per_epoch], strict=True)
+        )
+        / n
+        for e in range(0, len(batches), per_epoch)
+    ]
 
 
 @torch.no_grad()
-def accuracy(model: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor | np.ndarray,
-             y: torch.Tensor | np.ndarray) -> float:
+def accuracy(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    X: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray,
+) -> float:
     """Fraction of rows whose argmax logit is the label; ``model`` is a net or any logit map."""
     if isinstance(model, nn.Module):
         model.eval()

@@ -104,8 +104,10 @@ def cluster_split(affinity: np.ndarray, hidden: Sequence[int], groups: int, seed
     rs = seed % 2**32  # scikit-learn takes 32-bit seeds
     emb = spectral_embedding(A, n_components=k, random_state=rs, drop_first=False)
     km = KMeans(n_clusters=k, n_init=10, random_state=rs).fit(emb)
-    return tuple(_balanced_assign(emb[offsets[l]:offsets[l + 1]], km.cluster_centers_, k)
-                 for l in range(len(hidden)))
+    return tuple(
+        _balanced_assign(emb[offsets[l] : offsets[l + 1]], km.cluster_centers_, k)
+        for l in range(len(hidden))
+    )
 
 
 def weight_affinity(net: MLP) -> np.ndarray:
@@ -137,8 +139,9 @@ def activation_affinity(net: MLP, X: np.ndarray) -> np.ndarray:
     return np.nan_to_num(C)
 
 
-def make_split(strategy: str, net: MLP, groups: int, *, seed: int,
-               X: np.ndarray | None = None) -> Split:
+def make_split(
+    strategy: str, net: MLP, groups: int, *, seed: int, X: np.ndarray | None = None
+) -> Split:
     """A split of ``net``'s hidden neurons by one of the non-exhaustive strategies."""
     hidden, k = net.hidden, groups
     if strategy == "contiguous":
@@ -151,16 +154,25 @@ def make_split(strategy: str, net: MLP, groups: int, *, seed: int,
         if X is None:
             raise ValueError("split.strategy='activations' needs the pretrain data X")
         return cluster_split(activation_affinity(net, X), hidden, k, seed)
-    raise ValueError(f"split.strategy={strategy!r} is not one of contiguous, random, weights, "
-                     "activations (exhaustive splits come from splitnet.combinations.Space)")
+    raise ValueError(
+        f"split.strategy={strategy!r} is not one of contiguous, random, weights, "
+        "activations (exhaustive splits come from splitnet.combinations.Space)"
+    )
 
 
 FIXED = ("exhaustive", "contiguous")  # the same split in every round
 
 
-def split_for(cfg: Config, net: MLP, combination: int, round_: int = 0, *,
-              space: Space | None = None, X: np.ndarray | None = None,
-              previous: Split | None = None) -> Split:
+def split_for(
+    cfg: Config,
+    net: MLP,
+    combination: int,
+    round_: int = 0,
+    *,
+    space: Space | None = None,
+    X: np.ndarray | None = None,
+    previous: Split | None = None,
+) -> Split:
     """The split of ``combination`` in round ``round_`` of an experiment, made from ``net``.
 
     ``exhaustive``: ``space.split_at(combination)``; ``contiguous``: the chunks; both fixed, so

@@ -10,28 +10,42 @@ bit-for-bit unchanged). Minibatches follow ``sgd.minibatches(n, batch_size, seed
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from .model import MLP
-from .pieces import held_counts
+from .pieces import Path, held_counts
 from .sgd import minibatches, sgd
+from .split import Split
 
 
-def stitch_masks(net: MLP, split, paths, *, output: bool = True) -> list[torch.Tensor]:
+def stitch_masks(
+    net: MLP, split: Split, paths: Sequence[Path], *, output: bool = True
+) -> list[torch.Tensor]:
     """Float 0/1 masks, one per parameter (weight, bias of every Linear): the entries trained."""
     masks = []
     counts = held_counts(net, split, paths)
     for m, (cw, cb) in enumerate(counts):
         last = output and m == len(counts) - 1
         for c in (cw, cb):
-            masks.append(torch.ones(c.shape) if last else torch.as_tensor((c == 0)).float())
+            masks.append(torch.ones(c.shape) if last else torch.as_tensor(c == 0).float())
     return masks
 
 
-def stitch(net: MLP, split, paths, data: tuple[np.ndarray, np.ndarray], *, steps: int, lr: float,
-           seed: int, batch_size: int = 32, output: bool = True) -> MLP:
+def stitch(
+    net: MLP,
+    split: Split,
+    paths: Sequence[Path],
+    data: tuple[np.ndarray, np.ndarray],
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 32,
+    output: bool = True,
+) -> MLP:
     """A copy of the recombined ``net`` after ``steps`` SGD steps on only the stitch entries."""
     if steps < 0:
         raise ValueError(f"stitch steps={steps} must be >= 0")
@@ -41,6 +55,12 @@ def stitch(net: MLP, split, paths, data: tuple[np.ndarray, np.ndarray], *, steps
     if steps == 0:
         return net
     X, y = data
-    sgd(net, X, y, minibatches(len(X), batch_size, seed, steps=steps), lr=lr,
-        grad_masks=stitch_masks(net, split, paths, output=output))
+    sgd(
+        net,
+        X,
+        y,
+        minibatches(len(X), batch_size, seed, steps=steps),
+        lr=lr,
+        grad_masks=stitch_masks(net, split, paths, output=output),
+    )
     return net
