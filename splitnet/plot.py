@@ -23,12 +23,12 @@ import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from .combinations import Space  # noqa: E402
-from .results import read_rows  # noqa: E402
+from .results import mean_ci, read_rows  # noqa: E402
 
 
 def by_combination(rows: list[dict]) -> dict[str, np.ndarray]:
     """Per-combination means over seeds, with the 95% confidence half-width of the accuracy
-    (1.96 * sd / sqrt(n); 0 with a single seed)."""
+    (``results.mean_ci``: Student t over the seeds; 0 with a single seed)."""
     groups: dict[int, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["combination"], []).append(r)
@@ -40,7 +40,7 @@ def by_combination(rows: list[dict]) -> dict[str, np.ndarray]:
         )
 
     acc = [np.array([r["accuracy"] for r in groups[c]]) for c in idx]
-    ci = np.array([1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0 for a in acc])
+    ci = np.array([mean_ci(a)[1] for a in acc])
     pieces = np.array([np.mean([r["piece_accuracies"] for r in groups[c]], axis=0) for c in idx])
     return {
         "combination": idx,

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+from scipy import stats
+
 
 def read_rows(path: str | Path) -> list[dict]:
     """All complete rows of a results file ([] if absent); a torn last line is skipped."""
@@ -106,6 +109,15 @@ def merge(inputs: list[str | Path], out: str | Path) -> int:
         append_rows(f, [by_combination[c] for c in sorted(by_combination)])
     os.replace(tmp, out)  # atomic: a killed merge leaves the old file intact
     return len(by_combination)
+
+
+def mean_ci(values: list[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its 95% Student-t interval over seeds (0 for one value)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(half)
 
 
 def run_seeds_of(rows: list[dict]) -> list[int]:
