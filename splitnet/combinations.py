@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from functools import cache, cached_property
+from functools import cached_property
 
 import numpy as np
 
@@ -73,9 +73,8 @@ def paths(variant: str, n_layers: int, groups: int) -> list[tuple[int, ...]]:
 # --- restricted-growth strings with balanced blocks --------------------------------------------
 
 
-@cache
-def _completions(width: int, k: int, counts: tuple[int, ...]) -> int:
-    """Ways to finish an RG string whose open groups have ``counts`` (sorted), balanced at end."""
+def _next_states(width: int, k: int, counts: tuple[int, ...]) -> int | list[tuple[int, ...]]:
+    """The count of a finished state, or the states one more neuron leads to."""
     q, _ = balanced(width, k)
     left = width - sum(counts)
     used = len(counts)
@@ -85,13 +84,44 @@ def _completions(width: int, k: int, counts: tuple[int, ...]) -> int:
     owed = sum(max(0, q - c) for c in counts) + (k - used) * q
     if owed > left:
         return 0
-    total = 0
-    for j, c in enumerate(counts):
-        if c < q + 1:
-            total += _completions(width, k, tuple(sorted(counts[:j] + (c + 1,) + counts[j + 1 :])))
+    out = [
+        tuple(sorted(counts[:j] + (c + 1,) + counts[j + 1 :]))
+        for j, c in enumerate(counts)
+        if c < q + 1
+    ]
     if used < k:
-        total += _completions(width, k, tuple(sorted(counts + (1,))))
-    return total
+        out.append(tuple(sorted(counts + (1,))))
+    return out
+
+
+_COMPLETIONS: dict[tuple[int, int], dict[tuple[int, ...], int]] = {}
+
+
+def _completions(width: int, k: int, counts: tuple[int, ...]) -> int:
+    """Ways to finish an RG string whose open groups have ``counts`` (sorted), balanced at end.
+
+    Memoised depth-first search with an explicit stack: the recursion would be ``width`` deep
+    (a RecursionError from about 500 neurons on).
+    """
+    memo = _COMPLETIONS.setdefault((width, k), {})
+    stack = [counts]
+    while stack:
+        state = stack[-1]
+        if state in memo:
+            stack.pop()
+            continue
+        nxt = _next_states(width, k, state)
+        if isinstance(nxt, int):
+            memo[state] = nxt
+            stack.pop()
+            continue
+        todo = [c for c in nxt if c not in memo]
+        if todo:
+            stack.extend(todo)
+        else:
+            memo[state] = sum(memo[c] for c in nxt)
+            stack.pop()
+    return memo[counts]
 
 
 def n_rg(width: int, k: int) -> int:
