@@ -18,6 +18,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -106,20 +107,13 @@ def plan(args: argparse.Namespace, cfg: Config) -> tuple[range, Path]:
     return range(lo, hi), Path(args.out or default)
 
 
-def check_out(path: Path, cfg: Config) -> set[int]:
-    """Rank 0: the combinations already in ``path`` (resume); refuses another config's rows."""
-    try:  # fail now, not after pretraining, if the file cannot be read or written
-        rows = results.read_rows(path)
-        results.open_for_append(path).close()
-    except OSError as e:
-        raise ValueError(f"--out {str(path)!r} is not writable: {e.strerror}") from None
-    results.check_config(rows, cfg.hash(), path)
-    return {(r.get("seed", cfg.seed), r["combination"]) for r in rows}
+def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], Any]:
+    """Parse and validate on rank 0; every rank gets the same verdict (no rank left waiting).
 
-
-def setup(argv: list[str] | None, comm: Comm) -> tuple[str, Any]:
-    """Parse and validate on rank 0; every rank gets the same verdict (no rank left waiting)."""
-    verdict = None
+    Rank 0 also checks the data and opens (locks) the results file here, before any training;
+    it returns that ``results.ResultsFile`` beside the verdict (None on the other ranks).
+    """
+    verdict, writer = None, None
     if comm.Get_rank() == 0:
         try:
             args = parse_args(argv)
@@ -128,14 +122,39 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[str, Any]:
             if args.count:
                 verdict = ("count", n_combinations(cfg))
             else:
-                done = check_out(out, cfg)
-                verdict = ("run", (args, cfg, todo_range, out, done))
+                # scikit-learn loads here, not at import: --help and --count stay instant
+                from .data import load_splits
+
+                load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after set-up
+                try:
+                    writer = results.open_results(out, cfg.hash())
+                except OSError as e:
+                    raise ValueError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
+                verdict = ("run", (args, cfg, todo_range, out, writer.done))
         except SystemExit as e:  # argparse: --help, or an unknown flag (already printed)
             verdict = ("exit", e.code)
         except ValueError as e:
             print(f"splitnet.enumerate: error: {e}", file=sys.stderr)
             verdict = ("exit", 2)
-    return comm.bcast(verdict, root=0)
+    return comm.bcast(verdict, root=0), writer
+
+
+def pending(
+    todo_range: range, seed: int, done: set[tuple[int, int]], chunk: int
+) -> Iterator[list[int]]:
+    """The combinations of ``todo_range`` not yet recorded for ``seed``, ``chunk`` at a time.
+
+    Lazy: memory and the time to the first chunk do not depend on the size of the range.
+    """
+    part: list[int] = []
+    for c in todo_range:
+        if (seed, c) not in done:
+            part.append(c)
+            if len(part) == chunk:
+                yield part
+                part = []
+    if part:
+        yield part
 
 
 def run(
@@ -145,7 +164,9 @@ def run(
     out: Path,
     done: set[tuple[int, int]],
     comm: Comm,
+    writer: results.ResultsFile | None = None,
 ) -> int:
+    """Train and record every pending row; rank 0 writes through ``writer``."""
     # torch loads here, once the arguments are checked: --help, --count and bad input answer at
     # once instead of after the 2-4 s of importing torch (not a way around an import cycle)
     from . import experiment
@@ -153,8 +174,9 @@ def run(
     rank, size = comm.Get_rank(), comm.Get_size()
     t0 = time.perf_counter()
     seeds = cfg.run_seeds
-    n_todo = sum((s, c) not in done for s in seeds for c in todo_range)
+    per_seed = {s: sum(1 for d, c in done if d == s and c in todo_range) for s in seeds}
     total = len(todo_range) * len(seeds)
+    n_todo = total - sum(per_seed.values())
     if n_todo == 0:  # nothing to train: say so instead of "0 rows in 0.0 s"
         if rank == 0 and not args.quiet:
             print(
@@ -163,7 +185,6 @@ def run(
                 file=sys.stderr,
             )
         return 0
-    f = results.open_for_append(out) if rank == 0 else None
     # a row is one (seed, combination): the bar counts rows, total = combinations x seeds
     bar = tqdm(
         total=total,
@@ -173,31 +194,28 @@ def run(
         desc=out.name,
         smoothing=0.05,
     )
+    n_paths = len(paths_of(cfg))
+    chunk = args.chunk or max(1, math.ceil(PIECES_PER_RANK[cfg.train.engine] * size / n_paths))
     for seed in seeds:
-        todo = [c for c in todo_range if (seed, c) not in done]
-        if not todo:
+        if per_seed[seed] == len(todo_range):
             continue
         prep = experiment.prepare(cfg, seed=seed) if rank == 0 else None  # pretrain once, on rank 0
         state = comm.bcast(prep.pretrained.state_dict() if rank == 0 else None, root=0)
         if rank != 0:
             prep = experiment.prepare(cfg, state, seed=seed)  # the same weights on every rank
-        n_paths = len(paths_of(cfg))
-        chunk = args.chunk or max(1, math.ceil(PIECES_PER_RANK[cfg.train.engine] * size / n_paths))
-        for lo in range(0, len(todo), chunk):
-            lines = _chunk(experiment, prep, todo[lo : lo + chunk], comm)
+        for combos in pending(todo_range, seed, done, chunk):
+            lines = _chunk(experiment, prep, combos, comm)
             if rank == 0:
-                results.append_lines(f, lines)
+                writer.append(lines)
                 bar.update(len(lines))
     bar.close()
-    if rank == 0:
-        f.close()
-        if not args.quiet:
-            print(
-                f"{n_todo} rows ({len(todo_range)} combinations x {len(seeds)} seed(s), "
-                f"{total - n_todo} already recorded) in {time.perf_counter() - t0:.1f} s on "
-                f"{size} rank(s) -> {out}",
-                file=sys.stderr,
-            )
+    if rank == 0 and not args.quiet:
+        print(
+            f"{n_todo} rows ({len(todo_range)} combinations x {len(seeds)} seed(s), "
+            f"{total - n_todo} already recorded) in {time.perf_counter() - t0:.1f} s on "
+            f"{size} rank(s) -> {out}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -214,14 +232,18 @@ def _chunk(experiment: ModuleType, prep: Any, combos: list[int], comm: Comm) -> 
 def main(argv: list[str] | None = None) -> int:
     comm = world()
     with abort_on_error(comm):
-        kind, payload = setup(argv, comm)
+        (kind, payload), writer = setup(argv, comm)
         if kind == "exit":
             return payload or 0
         if kind == "count":
             if comm.Get_rank() == 0:
                 print(payload)
             return 0
-        return run(*payload, comm)
+        try:
+            return run(*payload, comm, writer)
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 if __name__ == "__main__":

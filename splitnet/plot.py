@@ -20,10 +20,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from .combinations import Space  # noqa: E402
-from .results import mean_ci, read_rows  # noqa: E402
+from .results import check_config, read_rows  # noqa: E402
+
+
+def mean_ci(values: list[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its 95% Student-t interval over seeds (0 for one value)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(half)
 
 
 def by_combination(rows: list[dict]) -> dict[str, np.ndarray]:
@@ -221,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_rows(args.results)
         if not rows:
             raise ValueError(f"{args.results!r} holds no rows")
+        check_config(rows, None, args.results)  # one experiment per figure
         marks = [r for path in args.mark for r in read_rows(path)]
         s = plot(rows, args.out, args.title, marks)
     except (ValueError, OSError) as e:

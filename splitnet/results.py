@@ -1,24 +1,85 @@
-"""Results files: JSON Lines, one object per combination, appended and flushed as they complete.
+"""Results files: JSON Lines, one object per (seed, combination), appended as they complete.
 
-A run killed at any moment leaves at worst one torn last line: ``open_for_append`` cuts it off
-before appending, and readers skip it, so a resumed run recomputes that combination and the file
-ends with exactly one row per combination. Rows of another config (``config_hash``) are refused.
+One writer per file: ``open_results`` takes an exclusive lock (a ``<file>.lock`` sidecar naming
+the holder) for the whole run, so a resubmitted job cannot write the rows a second time. It
+checks the file before changing a byte: a regular file whose every complete line is a row of
+this config, with no (seed, combination) twice; only then is a torn last line (a run killed
+mid-write; every row starts with ``{"accuracy": ``) cut off. A resumed run recomputes that
+combination and the file ends with exactly one row per (seed, combination).
 
     python -m splitnet.results merge -o ALL.jsonl SHARD1.jsonl SHARD2.jsonl ...
-    python -m splitnet.results check ALL.jsonl      # counts, missing combinations, duplicates
+    python -m splitnet.results check ALL.jsonl --expected N   # rows vs combinations x seeds
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
+import socket
+import stat
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-from scipy import stats
+ROW_PREFIX = b'{"accuracy": '  # rows are encoded with sorted keys: "accuracy" comes first
+
+
+def row_key(row: dict) -> tuple[int, int]:
+    """A row is one (seed, combination): multi-seed experiments hold one row per pair."""
+    return row.get("seed", 0), row["combination"]
+
+
+def _lines(path: Path) -> tuple[list[bytes], bytes]:
+    """(complete lines, the bytes after the last newline) of a regular file."""
+    check_regular(path)
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    return lines[:-1], lines[-1]
+
+
+def check_regular(path: Path) -> None:
+    """A results path must be a regular file (or absent): a FIFO or a device would block."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a file"
+        )
+        raise ValueError(f"{str(path)!r} is {kind}, not a regular results file")
+
+
+def parse_rows(path: Path, lines: list[bytes], require: str | None = "combination") -> list[dict]:
+    """The rows of ``lines``; anything that is not a row (a JSON object with the key
+    ``require``) is an error naming file and line."""
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:  # JSONDecodeError, or UnicodeDecodeError of a binary file
+            raise ValueError(
+                f"{str(path)!r} line {n} is not valid JSON: not a results file, or it was "
+                "edited (a torn line can only be the last one)"
+            ) from None
+        if not isinstance(row, dict) or (require is not None and require not in row):
+            what = f"an object with a {require!r}" if require else "an object"
+            raise ValueError(f"{str(path)!r} line {n} is JSON but not a results row ({what})")
+        rows.append(row)
+    return rows
 
 
 def read_rows(path: str | Path) -> list[dict]:
@@ -26,50 +87,130 @@ def read_rows(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    complete, tail = lines[:-1], lines[-1]  # tail: bytes after the last newline (torn or empty)
-    rows = []
-    for n, line in enumerate(complete, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise ValueError(
-                f"{str(path)!r} line {n} is not valid JSON (not a torn last line: "
-                "the file was edited or two writers mixed)"
-            ) from None
-    del tail  # a row is only complete once its newline is written
-    return rows
+    complete, _tail = _lines(path)  # a row is only complete once its newline is written
+    return parse_rows(path, complete)
 
 
-def check_config(rows: list[dict], config_hash: str, path: str | Path) -> None:
-    others = {r.get("config_hash") for r in rows} - {config_hash}
+def check_config(rows: list[dict], config_hash: str | None, path: str | Path) -> None:
+    """All rows of one config (``config_hash``, or the first row's when None)."""
+    hashes = {r.get("config_hash") for r in rows}
+    want = (
+        config_hash if config_hash is not None else (rows[0].get("config_hash") if rows else None)
+    )
+    others = hashes - {want}
     if others:
         raise ValueError(
-            f"{str(path)!r} holds rows of another experiment (config_hash {sorted(others)[0]}, "
-            f"this run is {config_hash}); pass a different --out or remove the file"
+            f"{str(path)!r} holds rows of another experiment (config_hash "
+            f"{sorted(map(str, others))[0]}, expected {want}); pass a different --out or "
+            "remove the file"
         )
 
 
-def open_for_append(path: str | Path) -> BinaryIO:
-    """Open for appending after cutting any torn last line; creates parent directories."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "ab+")
-    f.seek(0, os.SEEK_END)
-    size = f.tell()
-    if size:
-        f.seek(max(0, size - 65536))
-        chunk = f.read()
-        last_nl = chunk.rfind(b"\n")
-        keep = size - len(chunk) + last_nl + 1 if last_nl >= 0 else 0
-        if last_nl < 0 and size > 65536:  # a line longer than 64 KiB: find its start the slow way
-            keep = path.read_bytes().rfind(b"\n") + 1
-        if keep < size:
-            f.truncate(keep)
+def check_unique(rows: list[dict], path: str | Path) -> None:
+    seen: set[tuple[int, int]] = set()
+    dups = []
+    for r in rows:
+        k = row_key(r)
+        if k in seen:
+            dups.append(k)
+        seen.add(k)
+    if dups:
+        raise ValueError(
+            f"{str(path)!r} holds {len(dups)} duplicated row(s) (first: seed {dups[0][0]}, "
+            f"combination {dups[0][1]}), e.g. from two runs writing it at once; keep one of "
+            f"each with: python -m splitnet.results merge -o NEW.jsonl {path}"
+        )
+
+
+@dataclass
+class ResultsFile:
+    """An open results file of one run: locked, checked, ready for appending."""
+
+    path: Path
+    file: BinaryIO
+    lock: BinaryIO
+    done: set[tuple[int, int]]  # (seed, combination) already recorded
+
+    def append(self, lines: list[bytes]) -> None:
+        append_lines(self.file, lines)
+
+    def close(self) -> None:
+        self.file.close()
+        self.lock.close()  # releases the lock
+
+
+def acquire_lock(path: Path) -> BinaryIO:
+    """An exclusive lock on ``<path>.lock`` (released when the process ends, even by SIGKILL)."""
+    lock_path = path.with_name(path.name + ".lock")
+    f = open(lock_path, "a+b")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().decode(errors="replace").strip() or "another process"
+        f.close()
+        raise ValueError(
+            f"{str(path)!r} is being written by {holder} (lock {str(lock_path)!r}); "
+            "one writer per results file: wait for it, or pass another --out"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(
+        f"pid {os.getpid()} on {socket.gethostname()} since "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
+    )
+    f.flush()
     return f
+
+
+def open_for_append(
+    path: str | Path,
+    *,
+    require: str | None = "combination",
+    prefix: bytes = ROW_PREFIX,
+    check: Callable[[list[dict]], None] | None = None,
+) -> tuple[BinaryIO, list[dict]]:
+    """(file opened for appending, its rows), after checking it before changing a byte.
+
+    Every complete line must be a JSON object (with the key ``require``), ``check(rows)`` must
+    pass, and bytes after the last newline must begin like a line of this file (``prefix``);
+    only then is that torn line cut. Creates parent directories.
+    """
+    path = Path(path)
+    check_regular(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    complete, tail = _lines(path) if path.exists() else ([], b"")
+    rows = parse_rows(path, complete, require)
+    if check is not None:
+        check(rows)
+    if tail and not prefix.startswith(tail[: len(prefix)]) and not tail.startswith(prefix):
+        raise ValueError(
+            f"{str(path)!r} does not end with a newline and its last line is not a torn "
+            "row: not a results file of this run (pass another path)"
+        )
+    f = open(path, "ab")
+    if tail:  # a line cut by a kill: every complete line is ours, so it is ours too
+        f.truncate(path.stat().st_size - len(tail))
+    return f, rows
+
+
+def open_results(path: str | Path, config_hash: str) -> ResultsFile:
+    """Lock ``path``, check it is this config's results file, cut a torn last row, open it."""
+    path = Path(path)
+    check_regular(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(path)
+    try:
+
+        def ours(rows: list[dict]) -> None:
+            check_config(rows, config_hash, path)
+            check_unique(rows, path)
+
+        f, rows = open_for_append(path, check=ours)
+        return ResultsFile(path, f, lock, {row_key(r) for r in rows})
+    except BaseException:
+        lock.close()
+        raise
 
 
 def encode_row(row: dict) -> bytes:
@@ -89,35 +230,35 @@ def append_rows(f: BinaryIO, rows: list[dict]) -> None:
     append_lines(f, [encode_row(r) for r in rows])
 
 
-def row_key(row: dict) -> tuple[int, int]:
-    """A row is one (seed, combination): multi-seed experiments hold one row per pair."""
-    return row.get("seed", 0), row["combination"]
-
-
 def merge(inputs: list[str | Path], out: str | Path) -> int:
-    """Union of shard files, one row per combination, sorted; all of one config. Returns rows."""
-    by_combination: dict[tuple[int, int], dict] = {}
+    """Union of shard files, one row per (seed, combination), sorted; all of one config.
+
+    Every input must exist (a missing shard is named, not skipped); ``out`` is replaced
+    atomically, so a killed merge leaves the old file intact. Returns the number of rows.
+    """
+    out = Path(out)
+    check_regular(out)
+    if out.is_dir():
+        raise ValueError(f"-o {str(out)!r} is a directory; name the merged file")
+    missing = [str(p) for p in inputs if not Path(p).exists()]
+    if missing:
+        raise ValueError(f"missing input file(s): {', '.join(missing)}")
+    by_key: dict[tuple[int, int], dict] = {}
     hashes = set()
     for p in inputs:
         for r in read_rows(p):
             hashes.add(r.get("config_hash"))
-            by_combination.setdefault(row_key(r), r)
+            by_key.setdefault(row_key(r), r)
     if len(hashes) > 1:
-        raise ValueError(f"the inputs mix {len(hashes)} configs: {sorted(hashes)}")
-    tmp = Path(str(out) + ".tmp")
-    with open(tmp, "wb") as f:
-        append_rows(f, [by_combination[c] for c in sorted(by_combination)])
-    os.replace(tmp, out)  # atomic: a killed merge leaves the old file intact
-    return len(by_combination)
-
-
-def mean_ci(values: list[float] | np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its 95% Student-t interval over seeds (0 for one value)."""
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), 0.0
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(half)
+        raise ValueError(f"the inputs mix {len(hashes)} configs: {sorted(map(str, hashes))}")
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            append_rows(f, [by_key[k] for k in sorted(by_key)])
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(by_key)
 
 
 def run_seeds_of(rows: list[dict]) -> list[int]:
@@ -142,10 +283,13 @@ def summary(rows: list[dict], expected: int | None = None) -> dict:
         "duplicates": len(keys) - len(set(keys)),
     }
     if expected is not None:
-        want = {(s, c) for s in seeds for c in range(expected)}
+        if expected < 0:
+            raise ValueError(f"--expected {expected} must be >= 0")
+        distinct = set(keys)
+        inside = {k for k in distinct if k[0] in seeds and 0 <= k[1] < expected}
         out["expected_rows"] = expected * len(seeds)
-        out["missing"] = len(want - set(keys))
-        out["extra"] = len(set(keys) - want)
+        out["missing"] = expected * len(seeds) - len(inside)
+        out["extra"] = len(distinct) - len(inside)
     return out
 
 
@@ -186,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "merge":
             print(f"merged {merge(args.inputs, args.out)} combinations into {args.out}")
             return 0
-        s = summary(read_rows(args.path), args.expected)
+        rows = read_rows(args.path)
+        if not Path(args.path).exists():
+            raise ValueError(f"{args.path!r} does not exist")
+        check_config(rows, None, args.path)  # one experiment per file
+        s = summary(rows, args.expected)
         print(json.dumps(s))
         print(describe(s), file=sys.stderr)
         return 0 if s["duplicates"] == s.get("missing", 0) == s.get("extra", 0) == 0 else 1
