@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ PIECE_SCALES = ("none", "dropout")
 ENGINES = ("loop", "batched")
 SHUFFLES = ("shared", "per-piece")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
+MAX_SEED = 2**32 - 2  # scikit-learn takes random_state < 2**32; the data split uses seed + 1
 
 
 @dataclass(frozen=True)
@@ -175,8 +177,6 @@ def validate(cfg: Config) -> None:
     for key in ("resplit_every", "stitch_steps"):
         if getattr(s, key) < 0:
             raise ValueError(f"split.{key}={getattr(s, key)} must be >= 0")
-    if s.stitch_lr < 0:
-        raise ValueError(f"split.stitch_lr={s.stitch_lr} must be >= 0")
     _choice("train.engine", t.engine, ENGINES)
     _choice("train.shuffle", t.shuffle, SHUFFLES)
     for key in ("pretrain_fraction", "test_fraction"):
@@ -197,8 +197,25 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"train.{key}={getattr(t, key)} must be >= 0")
     if t.batch_size < 1:
         raise ValueError(f"train.batch_size={t.batch_size} must be >= 1")
-    if not t.lr > 0:
-        raise ValueError(f"train.lr={t.lr} must be > 0")
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise ValueError(f"train.lr={t.lr} must be a finite number > 0")
+    if not (math.isfinite(t.momentum) and 0 <= t.momentum < 1):
+        raise ValueError(f"train.momentum={t.momentum} must lie in [0, 1)")
+    if not (math.isfinite(s.stitch_lr) and s.stitch_lr >= 0):
+        raise ValueError(f"split.stitch_lr={s.stitch_lr} must be a finite number >= 0")
+    for key, seed in [("seed", cfg.seed), *((f"seeds[{i}]", v) for i, v in enumerate(cfg.seeds))]:
+        if not 0 <= seed <= MAX_SEED:  # the data split uses seed and seed + 1 as 32-bit states
+            raise ValueError(f"{key}={seed} must lie in [0, {MAX_SEED}] (32-bit seeds)")
+    if d.name == "synthetic":
+        if d.n_classes < 2:
+            raise ValueError(f"data.n_classes={d.n_classes} must be >= 2 (synthetic data)")
+        if d.n_features < 2:
+            raise ValueError(f"data.n_features={d.n_features} must be >= 2 (synthetic data)")
+        if d.n_samples < 4 * d.n_classes:
+            raise ValueError(
+                f"data.n_samples={d.n_samples} must be >= 4 x data.n_classes "
+                f"({4 * d.n_classes}): every class needs samples in every part"
+            )
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -224,6 +241,8 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
             raise ValueError(f"cannot read config {str(p)!r}: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"config {str(p)!r} is not valid TOML: {e}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"config {str(p)!r} is not a text (UTF-8) file") from None
     for item in overrides:
         keys, value = parse_override(item)
         node = raw

@@ -102,8 +102,16 @@ def load_idx_or_npz(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"data.path={str(path)!r} does not exist")
+    if path.is_file() and path.suffix != ".npz":
+        raise ValueError(f"data.path={str(path)!r} must be an IDX directory or a .npz file")
     if path.suffix == ".npz":
-        with np.load(path) as z:
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"data.path={str(path)!r} is not a readable .npz file: {e}") from None
+        if not hasattr(z, "files"):
+            raise ValueError(f"data.path={str(path)!r} is a .npy array, not a .npz archive")
+        with z:
             keys = set(z.files)
             if {"x_train", "y_train"} <= keys:
                 xs = [z["x_train"]] + ([z["x_test"]] if "x_test" in keys else [])
@@ -125,10 +133,43 @@ def load_idx_or_npz(path: str | Path) -> Dataset:
             raise ValueError(f"no train-images*/train-labels* IDX files in {str(path)!r}")
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
+    labels = _labels(labels, f"data.path={str(path)!r}")
     scale = 255.0 if images.dtype == np.uint8 else 1.0
     shape = (1, *images.shape[1:3]) if images.ndim == 3 else None
-    X = images.reshape(len(images), -1).astype(np.float32) / scale
+    X = images.reshape(len(images), int(np.prod(images.shape[1:]))).astype(np.float32) / scale
     return Dataset(X, labels.astype(np.int64), shape)
+
+
+def check_dataset(ds: Dataset, source: str) -> Dataset:
+    """Refuse data that would train nonsense: a message naming the value, never a NaN net."""
+    X, y = ds.X, ds.y
+    if X.ndim != 2 or len(X) == 0 or X.shape[1] == 0:
+        raise ValueError(f"{source}: X has shape {X.shape}; need (samples > 0, features > 0)")
+    if y.ndim != 1 or len(y) != len(X):
+        raise ValueError(f"{source}: {len(X)} samples but labels of shape {y.shape}")
+    if not np.isfinite(X).all():
+        bad = int((~np.isfinite(X)).any(axis=1).sum())
+        raise ValueError(f"{source}: {bad} sample(s) have non-finite features (NaN or inf)")
+    if y.min() < 0:
+        raise ValueError(f"{source}: labels must be 0..C-1, found {y.min()}")
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"{source}: a single class ({np.unique(y).tolist()}); need >= 2")
+    return ds
+
+
+def _labels(y: np.ndarray, source: str) -> np.ndarray:
+    """Integer class labels (a float label with a fraction is an error, not a silent cast)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:  # a column vector of labels
+        y = y[:, 0]
+    if not np.issubdtype(y.dtype, np.number):
+        raise ValueError(f"{source}: labels of dtype {y.dtype} are not numbers")
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y) & (y == np.round(y))):
+        raise ValueError(
+            f"{source}: labels must be whole numbers, e.g. not "
+            f"{y[~(np.isfinite(y) & (y == np.round(y)))][0]}"
+        )
+    return y.astype(np.int64)
 
 
 def load_dataset(
@@ -171,16 +212,31 @@ def three_way_split(
         if not 0.0 < v < 1.0:
             raise ValueError(f"data.{key}={v} must lie in (0, 1)")
     test_state, pretrain_state = data_split_states(seed)
-    X_train, X_test, y_train, y_test = train_test_split(
-        ds.X, ds.y, test_size=test_fraction, stratify=ds.y, random_state=test_state
-    )
-    X_pre, X_rem, y_pre, y_rem = train_test_split(
-        X_train,
-        y_train,
-        train_size=pretrain_fraction,
-        stratify=y_train,
-        random_state=pretrain_state,
-    )
+    fractions = f"data.test_fraction={test_fraction}, data.pretrain_fraction={pretrain_fraction}"
+    try:
+        X_train, X_test, y_train, y_test = train_test_split(
+            ds.X, ds.y, test_size=test_fraction, stratify=ds.y, random_state=test_state
+        )
+        X_pre, X_rem, y_pre, y_rem = train_test_split(
+            X_train,
+            y_train,
+            train_size=pretrain_fraction,
+            stratify=y_train,
+            random_state=pretrain_state,
+        )
+    except ValueError as e:  # scikit-learn: a part smaller than the classes, a 1-sample class
+        raise ValueError(
+            f"{fractions} cannot split {len(ds.y)} samples of class sizes "
+            f"{np.bincount(ds.y).tolist()} by class: {e}"
+        ) from None
+    classes = np.unique(ds.y)
+    for part, labels in (("test", y_test), ("pretrain", y_pre), ("remaining", y_rem)):
+        absent = np.setdiff1d(classes, labels)
+        if len(absent):
+            raise ValueError(
+                f"{fractions} leave class(es) {absent.tolist()} without samples "
+                f"in the {part} part (class sizes {np.bincount(ds.y).tolist()})"
+            )
     scaler = StandardScaler().fit(X_train)
 
     def std(X: np.ndarray) -> np.ndarray:
@@ -196,7 +252,7 @@ def three_way_split(
 
 
 def load_splits(data_cfg: DataConfig, seed: int) -> Splits:
-    """The three-way split named by a ``DataConfig``."""
+    """The three-way split named by a ``DataConfig`` (checked: ``check_dataset``)."""
     ds = load_dataset(
         data_cfg.name,
         data_cfg.path,
@@ -205,4 +261,8 @@ def load_splits(data_cfg: DataConfig, seed: int) -> Splits:
         n_features=data_cfg.n_features,
         n_classes=data_cfg.n_classes,
     )
+    source = (
+        f"data.path={data_cfg.path!r}" if data_cfg.name == "idx" else f"data.name={data_cfg.name!r}"
+    )
+    check_dataset(ds, source)
     return three_way_split(ds, data_cfg.pretrain_fraction, data_cfg.test_fraction, seed)

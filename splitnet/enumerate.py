@@ -130,6 +130,8 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], Any]:
                     writer = results.open_results(out, cfg.hash())
                 except OSError as e:
                     raise ValueError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
+                except ValueError as e:
+                    raise ValueError(f"--out {e}") from None
                 verdict = ("run", (args, cfg, todo_range, out, writer.done))
         except SystemExit as e:  # argparse: --help, or an unknown flag (already printed)
             verdict = ("exit", e.code)
