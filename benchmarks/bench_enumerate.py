@@ -46,7 +46,7 @@ def rows_in_process(prep, combos) -> tuple[float, float]:
     chunks (one ``run_combinations`` call per chunk, as one rank does)."""
     t0, train_s = time.perf_counter(), 0.0
     for lo in range(0, len(combos), CHUNK):
-        rows = experiment.run_combinations(prep, combos[lo:lo + CHUNK])
+        rows = experiment.run_combinations(prep, combos[lo : lo + CHUNK])
         train_s += sum(r["seconds"] for r in rows)
     return time.perf_counter() - t0, train_s
 
@@ -54,14 +54,27 @@ def rows_in_process(prep, combos) -> tuple[float, float]:
 def with_engine(prep, engine):
     cfg = prep.config
     return dataclasses.replace(
-        prep, config=dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, engine=engine)))
+        prep, config=dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, engine=engine))
+    )
 
 
 def mpi_run(n: int, sets: list[str], extra: list[str], out: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS in MiB of the largest process) of one driver run."""
     mpiexec = Path(sys.executable).parent / "mpiexec"
-    cmd = [str(mpiexec), "-n", str(n), sys.executable, "-m", "mpi4py", "-m", "splitnet.enumerate",
-           "--quiet", "--out", str(out), *extra]
+    cmd = [
+        str(mpiexec),
+        "-n",
+        str(n),
+        sys.executable,
+        "-m",
+        "mpi4py",
+        "-m",
+        "splitnet.enumerate",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
@@ -76,14 +89,22 @@ def mpi_run(n: int, sets: list[str], extra: list[str], out: Path) -> tuple[float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--loop-combos", type=int, default=200, help="subset for the loop engine")
-    ap.add_argument("--big-stop", type=int, default=4096,
-                    help="combinations of the [10,10] run (0 = all 31,752: about 4 minutes)")
+    ap.add_argument(
+        "--big-stop",
+        type=int,
+        default=4096,
+        help="combinations of the [10,10] run (0 = all 31,752: about 4 minutes)",
+    )
     ap.add_argument("--skip-mpi", action="store_true")
-    ap.add_argument("--out", default=str(REPO / "results" / "bench_enumerate.md"),
-                    help="the markdown table (figures/bench_enumerate.md is the committed one)")
+    ap.add_argument(
+        "--out",
+        default=str(REPO / "results" / "bench_enumerate.md"),
+        help="the markdown table (figures/bench_enumerate.md is the committed one)",
+    )
     args = ap.parse_args()
     load0 = os.getloadavg()
     table: list[tuple[str, int, float, str]] = []  # (what, combinations, seconds, note)
@@ -105,8 +126,10 @@ def main() -> None:
     ratios = [
         ("batched / loop, rows (same subset)", loop_s / b_s),
         ("batched / loop, training only (same subset)", loop_train / b_train),
-        ("batched (all) / loop (subset), rows per second",
-         (n_all / full_s) / (len(subset) / loop_s)),
+        (
+            "batched (all) / loop (subset), rows per second",
+            (n_all / full_s) / (len(subset) / loop_s),
+        ),
     ]
     rss = []
     if not args.skip_mpi:
@@ -117,11 +140,19 @@ def main() -> None:
                 start, _ = mpi_run(n, sets, ["--stop", "2"], Path(tmp) / f"start{n}.jsonl")
                 wall, peak = mpi_run(n, sets, [], Path(tmp) / f"n{n}.jsonl")
                 walls[n] = wall - start
-                add(f"driver, batched, {n} rank(s)", n_all, walls[n],
-                    f"wall {wall:.1f} s - start-up {start:.1f} s; peak RSS {peak:.0f} MiB/rank")
+                add(
+                    f"driver, batched, {n} rank(s)",
+                    n_all,
+                    walls[n],
+                    f"wall {wall:.1f} s - start-up {start:.1f} s; peak RSS {peak:.0f} MiB/rank",
+                )
             ratios.append(("2 ranks / 1 rank (driver, start-up excluded)", walls[1] / walls[2]))
-            big = ["model.hidden=[10,10]", "split.groups=2", "split.variant=straight",
-                   "train.engine=batched"]
+            big = [
+                "model.hidden=[10,10]",
+                "split.groups=2",
+                "split.variant=straight",
+                "train.engine=batched",
+            ]
             extra = ["--stop", str(args.big_stop)] if args.big_stop else []
             wall, peak = mpi_run(1, big, extra, Path(tmp) / "big.jsonl")
             n_big = args.big_stop or 31752
@@ -134,8 +165,7 @@ def main() -> None:
         f"digits, hidden [8,8], k=2, straight ({n_all} combinations), 10 epochs/piece, batch 32.",
         f"Machine: {os.cpu_count()} cores, shared; load average {load0[0]:.1f} at the start, "
         f"{load1[0]:.1f} at the end (1-min).",
-        "Command: `.venv/bin/python benchmarks/bench_enumerate.py "
-        + " ".join(sys.argv[1:]) + "`",
+        "Command: `.venv/bin/python benchmarks/bench_enumerate.py " + " ".join(sys.argv[1:]) + "`",
         "",
         "| run | combinations | seconds | combinations/s | note |",
         "| --- | ---: | ---: | ---: | --- |",
@@ -144,8 +174,11 @@ def main() -> None:
         "| ratio | value |",
         "| --- | ---: |",
         *[f"| {w} | {r:.1f}x |" for w, r in ratios],
-        *(["", "| peak RSS | MiB |", "| --- | ---: |", *[f"| {w} | {m:.0f} |" for w, m in rss]]
-          if rss else []),
+        *(
+            ["", "| peak RSS | MiB |", "| --- | ---: |", *[f"| {w} | {m:.0f} |" for w, m in rss]]
+            if rss
+            else []
+        ),
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -58,8 +58,9 @@ def _mpi_skip_reason() -> str | None:
     return None
 
 
-def run_mpi(n: int, args: list[str], timeout: float = 120, cwd: Path | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
+def run_mpi(
+    n: int, args: list[str], timeout: float = 120, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """``mpiexec -n N python -m mpi4py ARGS`` (ARGS: ``-m module ...`` or ``script.py ...``).
 
     ``python -m mpi4py`` makes one rank's uncaught exception abort the job instead of hanging it.
@@ -69,11 +70,14 @@ def run_mpi(n: int, args: list[str], timeout: float = 120, cwd: Path | None = No
         pytest.skip(reason)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [mpiexec_path(), "-n", str(n), sys.executable, "-m", "mpi4py", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO,
-                          env=env)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc
 
 

@@ -19,7 +19,8 @@ def piece_set(split, P):
     """A combination is the set of pieces it yields: each piece as its neuron sets per layer."""
     return frozenset(
         tuple(frozenset(np.flatnonzero(split[l] == p[l]).tolist()) for l in range(len(split)))
-        for p in P)
+        for p in P
+    )
 
 
 def brute_force(hidden, k, variant):
@@ -28,21 +29,30 @@ def brute_force(hidden, k, variant):
     return {piece_set(s, P) for s in itertools.product(*layers)}, layers
 
 
-@pytest.mark.parametrize("hidden,k,variant,expected", [
-    ((4, 4), 2, "straight", 18),
-    ((4, 4), 2, "alternating", 9),
-    ((6, 6), 2, "straight", 200),
-    ((4, 4, 4), 2, "straight", 108),
-    ((6, 6), 3, "straight", 1350),
-])
+@pytest.mark.parametrize(
+    "hidden,k,variant,expected",
+    [
+        ((4, 4), 2, "straight", 18),
+        ((4, 4), 2, "alternating", 9),
+        ((6, 6), 2, "straight", 200),
+        ((4, 4, 4), 2, "straight", 108),
+        ((6, 6), 3, "straight", 1350),
+    ],
+)
 def test_issue_counts(hidden, k, variant, expected):
     assert Space(hidden, k, variant).count == expected
 
 
 CASES = [((4, 4), 2, v) for v in ("straight", "alternating", "all-paths")] + [
-    ((5, 3), 2, "straight"), ((4, 4, 4), 2, "alternating"), ((3, 3, 3), 3, "alternating"),
-    ((4, 3), 3, "all-paths"), ((3, 4), 3, "alternating"), ((5,), 2, "straight"),
-    ((3, 4, 3), 3, "alternating"), ((4, 5), 3, "straight"), ((3, 3, 3), 2, "all-paths"),
+    ((5, 3), 2, "straight"),
+    ((4, 4, 4), 2, "alternating"),
+    ((3, 3, 3), 3, "alternating"),
+    ((4, 3), 3, "all-paths"),
+    ((3, 4), 3, "alternating"),
+    ((5,), 2, "straight"),
+    ((3, 4, 3), 3, "alternating"),
+    ((4, 5), 3, "straight"),
+    ((3, 3, 3), 2, "all-paths"),
 ]
 
 
@@ -84,11 +94,14 @@ def test_variant_paths():
         paths("zigzag", 2, 2)
 
 
-@pytest.mark.parametrize("bad,msg", [
-    ([[0, 0, 0, 1], [0, 0, 1, 1]], "unbalanced"),
-    ([[0, 0, 1, 2], [0, 0, 1, 1]], "outside"),
-    ([[0, 1, 0, 1]], "layers"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        ([[0, 0, 0, 1], [0, 0, 1, 1]], "unbalanced"),
+        ([[0, 0, 1, 2], [0, 0, 1, 1]], "outside"),
+        ([[0, 1, 0, 1]], "layers"),
+    ],
+)
 def test_bad_split_is_named(bad, msg):
     with pytest.raises(ValueError, match=msg):
         Space((4, 4), 2).index_of(bad)

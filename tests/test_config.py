@@ -14,22 +14,25 @@ def test_defaults_and_overrides(tmp_path):
     assert load().hash() == Config().hash() and cfg.hash() != Config().hash()
 
 
-@pytest.mark.parametrize("override,msg", [
-    ("split.groups=0", "split.groups=0"),
-    ("split.groups=9", "split.groups=9 exceeds the width 8"),
-    ("data.pretrain_fraction=1.5", "data.pretrain_fraction=1.5"),
-    ("data.test_fraction=0", "data.test_fraction=0"),
-    ("data.name=cifar", "data.name='cifar'"),
-    ("split.strategy=magic", "split.strategy='magic'"),
-    ("split.variant=zigzag", "split.variant='zigzag'"),
-    ("model.hidden=[]", "model.hidden=\\[\\]"),
-    ("model.hidden=[4,0]", "model.hidden\\[1\\]=0"),
-    ("model.depth=3", "unknown key model.depth"),
-    ("colour=3", "unknown key 'colour'"),
-    ("train.lr=fast", "train.lr must be of type float"),
-    ("data.name=idx", "needs data.path"),
-    ("data.path=/no/such/file", None),
-])
+@pytest.mark.parametrize(
+    "override,msg",
+    [
+        ("split.groups=0", "split.groups=0"),
+        ("split.groups=9", "split.groups=9 exceeds the width 8"),
+        ("data.pretrain_fraction=1.5", "data.pretrain_fraction=1.5"),
+        ("data.test_fraction=0", "data.test_fraction=0"),
+        ("data.name=cifar", "data.name='cifar'"),
+        ("split.strategy=magic", "split.strategy='magic'"),
+        ("split.variant=zigzag", "split.variant='zigzag'"),
+        ("model.hidden=[]", "model.hidden=\\[\\]"),
+        ("model.hidden=[4,0]", "model.hidden\\[1\\]=0"),
+        ("model.depth=3", "unknown key model.depth"),
+        ("colour=3", "unknown key 'colour'"),
+        ("train.lr=fast", "train.lr must be of type float"),
+        ("data.name=idx", "needs data.path"),
+        ("data.path=/no/such/file", None),
+    ],
+)
 def test_bad_values_are_named(override, msg):
     if msg is None:  # a path alone is fine until data.name=idx uses it
         load(None, [override])

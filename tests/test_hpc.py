@@ -46,11 +46,16 @@ SLOW_SHIM = slow_shim(0.3)
 def _skip_reason() -> str | None:
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return "needs root to run Slurm's daemons (slurmctld, slurmd, munged); .ci/run runs as root"
-    missing = [p for p in ("slurmctld", "slurmd", "munged", "sbatch", "scontrol", "sinfo")
-               if shutil.which(p) is None]
+    missing = [
+        p
+        for p in ("slurmctld", "slurmd", "munged", "sbatch", "scontrol", "sinfo")
+        if shutil.which(p) is None
+    ]
     if missing:
-        return (f"Slurm is not installed (no {', '.join(missing)}): apt-get install slurmctld "
-                "slurmd slurm-client munge (.ci/run does)")
+        return (
+            f"Slurm is not installed (no {', '.join(missing)}): apt-get install slurmctld "
+            "slurmd slurm-client munge (.ci/run does)"
+        )
     if not Path("/etc/munge/munge.key").exists():
         return "no /etc/munge/munge.key (the munge package creates it)"
     return None
@@ -77,11 +82,19 @@ class Slurm:
         self.logs = root / "logs"
 
     def cmd(self, *args, check=True, env=None, timeout=60) -> subprocess.CompletedProcess:
-        p = subprocess.run(args, capture_output=True, text=True, cwd=REPO,
-                           env={**self.env, **(env or {})}, timeout=timeout)
+        p = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**self.env, **(env or {})},
+            timeout=timeout,
+        )
         if check and p.returncode != 0:
-            raise AssertionError(f"{' '.join(map(str, args))} exited {p.returncode}\n"
-                                 f"{p.stdout}\n{p.stderr}\n{self.diagnostics()}")
+            raise AssertionError(
+                f"{' '.join(map(str, args))} exited {p.returncode}\n"
+                f"{p.stdout}\n{p.stderr}\n{self.diagnostics()}"
+            )
         return p
 
     def sbatch(self, *args, env=None) -> str:
@@ -91,22 +104,38 @@ class Slurm:
         out = self.cmd("scontrol", "show", "job", "-o", job_id, check=False).stdout
         return dict(re.findall(r"(\w+)=(\S*)", out.splitlines()[0])) if out.strip() else {}
 
-    def wait(self, job_id: str, until=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
-                                      "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"),
-             timeout=JOB_TIMEOUT, log: Path | None = None) -> dict:
+    def wait(
+        self,
+        job_id: str,
+        until=(
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+            "PREEMPTED",
+        ),
+        timeout=JOB_TIMEOUT,
+        log: Path | None = None,
+    ) -> dict:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             info = self.job(job_id)
             if info.get("JobState") in until:
                 return info
             time.sleep(0.2)
-        raise AssertionError(f"job {job_id} not in {until} after {timeout} s: {self.job(job_id)}"
-                             f"\n{self.diagnostics(log)}")
+        raise AssertionError(
+            f"job {job_id} not in {until} after {timeout} s: {self.job(job_id)}"
+            f"\n{self.diagnostics(log)}"
+        )
 
     def diagnostics(self, *logs: Path | None) -> str:
         parts = [f"--- {p} ---\n{_tail(p)}" for p in logs if p is not None]
-        parts.append("--- squeue ---\n" + subprocess.run(
-            ["squeue", "-a"], capture_output=True, text=True, env=self.env).stdout)
+        parts.append(
+            "--- squeue ---\n"
+            + subprocess.run(["squeue", "-a"], capture_output=True, text=True, env=self.env).stdout
+        )
         parts.append(f"--- slurmctld.log ---\n{_tail(self.logs / 'slurmctld.log', 25)}")
         parts.append(f"--- slurmd.log ---\n{_tail(self.logs / 'slurmd.log', 25)}")
         return "\n".join(parts)
@@ -164,17 +193,41 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
     env.update(SLURM_CONF=str(conf), SPLITNET_VENV=str(VENV))
     daemons = []
     try:
-        daemons.append(subprocess.Popen(
-            ["munged", "-F", f"--socket={sock}", f"--pid-file={mdir}/munged.pid",
-             f"--seed-file={mdir}/munged.seed", f"--log-file={mdir}/munged.log"],
-            user="munge", group="munge", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        daemons.append(
+            subprocess.Popen(
+                [
+                    "munged",
+                    "-F",
+                    f"--socket={sock}",
+                    f"--pid-file={mdir}/munged.pid",
+                    f"--seed-file={mdir}/munged.seed",
+                    f"--log-file={mdir}/munged.log",
+                ],
+                user="munge",
+                group="munge",
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         t0 = time.monotonic()
         while not sock.exists() and time.monotonic() - t0 < 10:
             time.sleep(0.05)
-        daemons.append(subprocess.Popen(["slurmctld", "-D", "-c", "-f", str(conf)], env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-        daemons.append(subprocess.Popen(["slurmd", "-D", "-f", str(conf)], env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        daemons.append(
+            subprocess.Popen(
+                ["slurmctld", "-D", "-c", "-f", str(conf)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        daemons.append(
+            subprocess.Popen(
+                ["slurmd", "-D", "-f", str(conf)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
+        )
         cluster = Slurm(root, env)
         t0 = time.monotonic()
         state, dead = "", []
@@ -183,13 +236,19 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
             state = cluster.cmd("sinfo", "-h", "-o", "%T", check=False).stdout.strip()
             dead = [d.args[0] for d in daemons if d.poll() is not None]
         if state != "idle":
-            pytest.fail(f"Slurm did not come up (sinfo: {state!r}, exited: {dead}; "
-                        f"munged log: {_tail(mdir / 'munged.log', 10)})\n{cluster.diagnostics()}")
+            pytest.fail(
+                f"Slurm did not come up (sinfo: {state!r}, exited: {dead}; "
+                f"munged log: {_tail(mdir / 'munged.log', 10)})\n{cluster.diagnostics()}"
+            )
         yield cluster
         subprocess.run(["scancel", "--user=root"], env=env, capture_output=True)
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 15 and subprocess.run(
-                ["squeue", "-h"], env=env, capture_output=True, text=True).stdout.strip():
+        while (
+            time.monotonic() - t0 < 15
+            and subprocess.run(
+                ["squeue", "-h"], env=env, capture_output=True, text=True
+            ).stdout.strip()
+        ):
             time.sleep(0.2)
     finally:
         for d in reversed(daemons):
@@ -215,8 +274,9 @@ def _wait_first_rows(slurm, job_id: str, path: Path, log: Path) -> None:
             return
         state = slurm.job(job_id).get("JobState")
         if state not in ("PENDING", "RUNNING", "CONFIGURING"):
-            raise AssertionError(f"job {job_id} {state} before writing a row\n"
-                                 f"{slurm.diagnostics(log)}")
+            raise AssertionError(
+                f"job {job_id} {state} before writing a row\n{slurm.diagnostics(log)}"
+            )
         time.sleep(0.05)
     raise AssertionError(f"job {job_id}: no rows after {JOB_TIMEOUT} s\n{slurm.diagnostics(log)}")
 
@@ -234,8 +294,15 @@ def _kill_and_resubmit(slurm, job: str, d: Path, config: Path) -> tuple[int, str
     before = len(read_rows(out))
     with open(out, "ab") as f:  # a kill in the middle of a write leaves a torn line
         f.write(b'{"accuracy": 0.5, "combination": 1')
-    again = slurm.sbatch("--ntasks=2", f"--output={d}/job-%j.out", str(HPC / "enumerate.sbatch"),
-                         str(config), "--chunk", "1", env={"SPLITNET_RESULTS": str(d)})
+    again = slurm.sbatch(
+        "--ntasks=2",
+        f"--output={d}/job-%j.out",
+        str(HPC / "enumerate.sbatch"),
+        str(config),
+        "--chunk",
+        "1",
+        env={"SPLITNET_RESULTS": str(d)},
+    )
     return before, again
 
 
@@ -277,24 +344,37 @@ def jobs(slurm, tmp_path_factory):
         p.mkdir()
     out = {"root": root, "config": config, "dirs": d}
 
-    out["single"] = slurm.sbatch("--ntasks=2", f"--output={d['single']}/job-%j.out",
-                                 str(HPC / "enumerate.sbatch"), str(config),
-                                 env={"SPLITNET_RESULTS": str(d["single"])})
-    p = slurm.cmd(str(HPC / "submit.sh"), str(config), "3",
-                  env={"SPLITNET_RESULTS": str(d["array"]),
-                       "SPLITNET_LOGDIR": str(d["array"] / "logs")})
+    out["single"] = slurm.sbatch(
+        "--ntasks=2",
+        f"--output={d['single']}/job-%j.out",
+        str(HPC / "enumerate.sbatch"),
+        str(config),
+        env={"SPLITNET_RESULTS": str(d["single"])},
+    )
+    p = slurm.cmd(
+        str(HPC / "submit.sh"),
+        str(config),
+        "3",
+        env={"SPLITNET_RESULTS": str(d["array"]), "SPLITNET_LOGDIR": str(d["array"] / "logs")},
+    )
     m = re.search(r"array job (\d+) .*merge job (\d+)", p.stdout)
     assert m, f"hpc/submit.sh printed no job ids:\n{p.stdout}\n{p.stderr}"
     out["array"], out["merge"], out["submit_stdout"] = m.group(1), m.group(2), p.stdout
     for name in ("kill", "requeue"):  # --chunk 1 and the shim: rows come one by one, slowly
-        out[name] = slurm.sbatch("--ntasks=1", f"--output={d[name]}/job-%j.out",
-                                 str(HPC / "enumerate.sbatch"), str(config), "--chunk", "1",
-                                 env={"SPLITNET_RESULTS": str(d[name]),
-                                      "PYTHONPATH": str(shim)})
+        out[name] = slurm.sbatch(
+            "--ntasks=1",
+            f"--output={d[name]}/job-%j.out",
+            str(HPC / "enumerate.sbatch"),
+            str(config),
+            "--chunk",
+            "1",
+            env={"SPLITNET_RESULTS": str(d[name]), "PYTHONPATH": str(shim)},
+        )
     pool = ThreadPoolExecutor(2)
     out["kill_future"] = pool.submit(_kill_and_resubmit, slurm, out["kill"], d["kill"], config)
-    out["requeue_future"] = pool.submit(_signal_requeue_release, slurm, out["requeue"],
-                                        d["requeue"])
+    out["requeue_future"] = pool.submit(
+        _signal_requeue_release, slurm, out["requeue"], d["requeue"]
+    )
     yield out
     pool.shutdown(wait=True, cancel_futures=True)
 
@@ -310,17 +390,19 @@ def _strip(rows):
 def _check_complete(path: Path, diag: str = "") -> list[dict]:
     rows = read_rows(path)
     combos = [r["combination"] for r in rows]
-    assert sorted(combos) == list(range(N_COMBINATIONS)), \
+    assert sorted(combos) == list(range(N_COMBINATIONS)), (
         f"{path}: combinations {combos}, want each of 0..{N_COMBINATIONS - 1} once\n{diag}"
+    )
     assert len({r["config_hash"] for r in rows}) == 1, f"{path}: several config_hash values"
     return sorted(rows, key=lambda r: r["combination"])
 
 
 def _wait_ok(slurm, job_id, log) -> None:
     info = slurm.wait(job_id, log=log)
-    assert info["JobState"] == "COMPLETED" and info.get("ExitCode") == "0:0", \
-        f"job {job_id}: {info.get('JobState')} exit {info.get('ExitCode')}\n" \
+    assert info["JobState"] == "COMPLETED" and info.get("ExitCode") == "0:0", (
+        f"job {job_id}: {info.get('JobState')} exit {info.get('ExitCode')}\n"
         f"{slurm.diagnostics(log)}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -374,10 +456,17 @@ def test_merge_names_the_incomplete_shards(slurm, jobs, single_rows, tmp_path):
             for r in single_rows[lo:hi]:
                 f.write(json.dumps(r) + "\n")
     env = {**slurm.env, "SPLITNET_RESULTS": str(tmp_path)}
-    p = subprocess.run(["bash", str(HPC / "merge.sbatch"), str(jobs["config"])], cwd=REPO,
-                       env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        ["bash", str(HPC / "merge.sbatch"), str(jobs["config"])],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 1, p.stdout + p.stderr
     assert "shard 1/3: 6 of 6 combinations missing" in p.stderr, p.stderr
-    assert "sbatch --array=1 --export=ALL,SPLITNET_SHARDS=3 hpc/enumerate_array.sbatch" \
-        in p.stderr, p.stderr
+    assert (
+        "sbatch --array=1 --export=ALL,SPLITNET_SHARDS=3 hpc/enumerate_array.sbatch" in p.stderr
+    ), p.stderr
     assert len(read_rows(tmp_path / "tiny.jsonl")) == 12  # what there is, merged

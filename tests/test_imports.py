@@ -19,8 +19,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "splitnet"
 def import_graph(root: Path) -> dict[str, set[str]]:
     """module -> the package's modules it imports (``a.b`` names, ``root.name`` first)."""
     base = root.name
-    mods = {p: ".".join((base, *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
-            for p in root.rglob("*.py")}
+    mods = {
+        p: ".".join((base, *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+        for p in root.rglob("*.py")
+    }
     known = set(mods.values())
     graph: dict[str, set[str]] = {}
     for path, mod in mods.items():
@@ -53,7 +55,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for d in sorted(graph.get(m, ())):
             if state.get(d) == 1:
-                return stack[stack.index(d):] + [d]
+                return stack[stack.index(d) :] + [d]
             if d not in state and (found := visit(d)):
                 return found
         stack.pop()
@@ -77,8 +79,9 @@ def test_the_walk_finds_a_planted_cycle(tmp_path):
     copy = tmp_path / "splitnet"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     # sgd is a leaf of the pipeline; make it import the experiment, inside a function
-    (copy / "sgd.py").write_text((copy / "sgd.py").read_text()
-                                 + "\n\ndef _late():\n    from . import experiment\n")
+    (copy / "sgd.py").write_text(
+        (copy / "sgd.py").read_text() + "\n\ndef _late():\n    from . import experiment\n"
+    )
     cycle = find_cycle(import_graph(copy))
     assert cycle is not None and "splitnet.sgd" in cycle and "splitnet.experiment" in cycle
 

@@ -11,12 +11,22 @@ def fake_rows(n=30):
     rows = []
     for i in range(n):
         acc = 0.5 + 0.01 * i
-        rows.append({"combination": i, "accuracy": acc, "baseline_accuracy": 0.7,
-                     "pretrained_accuracy": 0.4, "piece_accuracies": [acc - 0.1, acc - 0.2],
-                     "cut_fraction": 1.0 - 0.01 * i, "seed": 0,
-                     "config": {"data": {"name": "digits"}, "model": {"hidden": [4, 4]},
-                                "split": {"groups": 2, "strategy": "exhaustive",
-                                          "variant": "straight"}}})
+        rows.append(
+            {
+                "combination": i,
+                "accuracy": acc,
+                "baseline_accuracy": 0.7,
+                "pretrained_accuracy": 0.4,
+                "piece_accuracies": [acc - 0.1, acc - 0.2],
+                "cut_fraction": 1.0 - 0.01 * i,
+                "seed": 0,
+                "config": {
+                    "data": {"name": "digits"},
+                    "model": {"hidden": [4, 4]},
+                    "split": {"groups": 2, "strategy": "exhaustive", "variant": "straight"},
+                },
+            }
+        )
     return rows
 
 

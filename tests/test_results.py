@@ -12,8 +12,11 @@ from splitnet import results
 
 def _rows(seeds, combinations, config_seeds=None, config_hash="h"):
     config = {"seed": seeds[0], "seeds": list(config_seeds or [])}
-    return [{"seed": s, "combination": c, "config_hash": config_hash, "config": config}
-            for s in seeds for c in combinations]
+    return [
+        {"seed": s, "combination": c, "config_hash": config_hash, "config": config}
+        for s in seeds
+        for c in combinations
+    ]
 
 
 def _write(path, rows):
@@ -25,8 +28,16 @@ def test_complete_multi_seed_file_passes(tmp_path, capsys):
     path = _write(tmp_path / "a.jsonl", _rows([0, 1, 2], range(5), config_seeds=[0, 1, 2]))
     assert results.main(["check", str(path), "--expected", "5"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert s == {"rows": 15, "seeds": [0, 1, 2], "combinations": 5, "distinct_rows": 15,
-                 "duplicates": 0, "expected_rows": 15, "missing": 0, "extra": 0}
+    assert s == {
+        "rows": 15,
+        "seeds": [0, 1, 2],
+        "combinations": 5,
+        "distinct_rows": 15,
+        "duplicates": 0,
+        "expected_rows": 15,
+        "missing": 0,
+        "extra": 0,
+    }
 
 
 def test_a_missing_seed_counts_against_the_config_seeds(tmp_path, capsys):

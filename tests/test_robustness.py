@@ -42,9 +42,14 @@ def _env(**extra) -> dict:
 
 
 def _popen(args: list[str], log: Path, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "splitnet.enumerate", *args], cwd=REPO,
-                            env=_env(**env), stdout=subprocess.DEVNULL, stderr=open(log, "w"),
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "splitnet.enumerate", *args],
+        cwd=REPO,
+        env=_env(**env),
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+        start_new_session=True,
+    )
 
 
 def _wait_for_rows(path: Path, proc: subprocess.Popen, timeout: float = 90) -> float:
@@ -58,14 +63,18 @@ def _wait_for_rows(path: Path, proc: subprocess.Popen, timeout: float = 90) -> f
 
 # --- one writer per file ------------------------------------------------------------------------
 
+
 def test_a_second_writer_is_refused_while_the_first_runs(tiny, tmp_path, capsys):
     """Before: both runs succeeded and every row was written twice."""
     out = tmp_path / "shared.jsonl"
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(slow_shim(0.3))
-    first = _popen([*tiny, "--chunk", "1", "--out", str(out)], tmp_path / "first.log",
-                   PYTHONPATH=f"{shim}{os.pathsep}{REPO}")
+    first = _popen(
+        [*tiny, "--chunk", "1", "--out", str(out)],
+        tmp_path / "first.log",
+        PYTHONPATH=f"{shim}{os.pathsep}{REPO}",
+    )
     try:
         _wait_for_rows(out, first)
         rc, err = _main([*tiny, "--out", str(out)], capsys)
@@ -94,7 +103,7 @@ FOREIGN = {
     "binary": bytes(range(256)) * 4,
     "note": b"remember to rerun with seed 3",
     "row of another config": b'{"accuracy": 0.5, "combination": 0, "config_hash": "other"}\n'
-                             b'{"accuracy": 0.5, "combination": 1, "conf',
+    b'{"accuracy": 0.5, "combination": 1, "conf',
 }
 
 
@@ -123,26 +132,49 @@ def test_an_out_that_blocks_on_read_is_refused(tiny, tmp_path, kind):
         os.mkfifo(out)
     else:
         out = Path("/dev/stdout")
-    proc = subprocess.run([sys.executable, "-m", "splitnet.enumerate", *tiny, "--out", str(out)],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "splitnet.enumerate", *tiny, "--out", str(out)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "not a regular results file" in proc.stderr, proc.stderr
 
 
 # --- time and memory do not grow with the space ------------------------------------------------
+
 
 @pytest.mark.parametrize("extra", [[], ["--shard", "1/3"]])
 def test_a_huge_space_gives_its_first_row_at_once_in_flat_memory(tmp_path, extra):
     """Before: [16, 16] (82,818,450 combinations) built its todo list eagerly: no row for
     minutes and 3.7 GB per rank within a minute."""
     out = tmp_path / "huge.jsonl"
-    args = ["--quiet", "--chunk", "4", "--out", str(out), "--set", "model.hidden=[16,16]",
-            "--set", "train.pretrain_epochs=1", "--set", "train.piece_epochs=1", *extra]
+    args = [
+        "--quiet",
+        "--chunk",
+        "4",
+        "--out",
+        str(out),
+        "--set",
+        "model.hidden=[16,16]",
+        "--set",
+        "train.pretrain_epochs=1",
+        "--set",
+        "train.piece_epochs=1",
+        *extra,
+    ]
     proc = _popen(args, tmp_path / "huge.log")
     try:
         took = _wait_for_rows(out, proc, timeout=60)
-        rss_kib = int(next(line.split()[1] for line in
-                           Path(f"/proc/{proc.pid}/status").read_text().splitlines()
-                           if line.startswith("VmRSS:")))
+        rss_kib = int(
+            next(
+                line.split()[1]
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")
+            )
+        )
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -157,6 +189,7 @@ def test_count_of_a_wide_net_has_no_recursion_limit(capsys):
 
 
 # --- bad values: a message naming the value, exit 2, before any training ----------------------
+
 
 def _npz(tmp_path, **arrays) -> str:
     path = tmp_path / "data.npz"
@@ -189,37 +222,63 @@ def _bad_data(tmp_path, case):
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["text file", "empty", "lengths", "negative labels",
-                                  "fractional labels", "one class", "non-finite"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "text file",
+        "empty",
+        "lengths",
+        "negative labels",
+        "fractional labels",
+        "one class",
+        "non-finite",
+    ],
+)
 def test_bad_data_files_are_refused(tmp_path, capsys, case):
     path, message = _bad_data(tmp_path, case)
-    rc, err = _main(["--quiet", "--out", str(tmp_path / "o.jsonl"), "--set", "data.name=idx",
-                     "--set", f"data.path='{path}'"], capsys)
+    rc, err = _main(
+        [
+            "--quiet",
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--set",
+            "data.name=idx",
+            "--set",
+            f"data.path='{path}'",
+        ],
+        capsys,
+    )
     assert rc == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "o.jsonl").exists() or not read_rows(tmp_path / "o.jsonl")
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("data.test_fraction=0.001", "data.test_fraction=0.001"),
-    ("data.pretrain_fraction=0.001", "data.pretrain_fraction=0.001"),
-    ("seed=-1", "seed=-1 must lie in"),
-    ("seed=18446744073709551616", "seed=18446744073709551616 must lie in"),
-    ("train.momentum=-0.5", "train.momentum=-0.5"),
-    ("train.momentum=nan", "train.momentum=nan"),
-    ("train.lr=inf", "train.lr=inf"),
-    ("train.lr=nan", "train.lr=nan"),
-    ("split.stitch_lr=inf", "split.stitch_lr=inf"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("data.test_fraction=0.001", "data.test_fraction=0.001"),
+        ("data.pretrain_fraction=0.001", "data.pretrain_fraction=0.001"),
+        ("seed=-1", "seed=-1 must lie in"),
+        ("seed=18446744073709551616", "seed=18446744073709551616 must lie in"),
+        ("train.momentum=-0.5", "train.momentum=-0.5"),
+        ("train.momentum=nan", "train.momentum=nan"),
+        ("train.lr=inf", "train.lr=inf"),
+        ("train.lr=nan", "train.lr=nan"),
+        ("split.stitch_lr=inf", "split.stitch_lr=inf"),
+    ],
+)
 def test_bad_training_values_are_refused(tmp_path, capsys, setting, message):
     """Before: NaN learning rates wrote NaN nets and 'NaN' into the JSON with exit 0."""
     rc, err = _main(["--quiet", "--out", str(tmp_path / "o.jsonl"), "--set", setting], capsys)
     assert rc == 2 and message in err and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("settings, message", [
-    (["data.n_samples=0"], "data.n_samples=0"),
-    (["data.n_classes=1"], "data.n_classes=1"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (["data.n_samples=0"], "data.n_samples=0"),
+        (["data.n_classes=1"], "data.n_classes=1"),
+    ],
+)
 def test_bad_synthetic_data_is_refused(tmp_path, capsys, settings, message):
     sets = [x for s in ["data.name=synthetic", *settings] for x in ("--set", s)]
     rc, err = _main(["--quiet", "--out", str(tmp_path / "o.jsonl"), *sets], capsys)
@@ -235,6 +294,7 @@ def test_a_binary_config_is_named(tmp_path, capsys):
 
 # --- lines that are JSON but not rows; results merge / check / plot ------------------------------
 
+
 @pytest.mark.parametrize("line", [b"[1, 2, 3]\n", b'{"accuracy": 1.0}\n'])
 def test_json_that_is_not_a_row_is_named(tiny, tmp_path, capsys, line):
     out = tmp_path / "o.jsonl"
@@ -246,15 +306,24 @@ def test_json_that_is_not_a_row_is_named(tiny, tmp_path, capsys, line):
 
 
 def _rows_file(path: Path, config_hash: str, combos) -> Path:
-    path.write_text("".join(json.dumps({"combination": c, "seed": 0, "config_hash": config_hash,
-                                        "accuracy": 0.5}) + "\n" for c in combos))
+    path.write_text(
+        "".join(
+            json.dumps({"combination": c, "seed": 0, "config_hash": config_hash, "accuracy": 0.5})
+            + "\n"
+            for c in combos
+        )
+    )
     return path
 
 
 def test_merge_names_a_missing_input(tmp_path, capsys):
     a = _rows_file(tmp_path / "a.jsonl", "h", [0, 1])
-    assert results.main(["merge", "-o", str(tmp_path / "m.jsonl"), str(a),
-                         str(tmp_path / "gone.jsonl")]) == 2
+    assert (
+        results.main(
+            ["merge", "-o", str(tmp_path / "m.jsonl"), str(a), str(tmp_path / "gone.jsonl")]
+        )
+        == 2
+    )
     assert "gone.jsonl" in capsys.readouterr().err and not (tmp_path / "m.jsonl").exists()
 
 
@@ -268,8 +337,10 @@ def test_merge_into_a_directory_leaves_nothing_behind(tmp_path, capsys):
 
 def test_check_and_plot_refuse_a_file_mixing_two_configs(tmp_path, capsys):
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text(_rows_file(tmp_path / "a.jsonl", "h1", [0]).read_text()
-                     + _rows_file(tmp_path / "b.jsonl", "h2", [1]).read_text())
+    mixed.write_text(
+        _rows_file(tmp_path / "a.jsonl", "h1", [0]).read_text()
+        + _rows_file(tmp_path / "b.jsonl", "h2", [1]).read_text()
+    )
     assert results.main(["check", str(mixed)]) == 2
     assert "another experiment" in capsys.readouterr().err
     assert plot.main([str(mixed), "-o", str(tmp_path / "f.png")]) == 2

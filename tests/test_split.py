@@ -13,8 +13,10 @@ def planted_net(width=8, k=2, noise=0.01, seed=0):
     """Hidden layers [width, width] whose middle weights form k independent blocks (shuffled)."""
     net = build_mlp([6, width, width, 3], seed=seed)
     rng = np.random.default_rng(seed)
-    truth = (rng.permutation(np.repeat(np.arange(k), width // k)),
-             rng.permutation(np.repeat(np.arange(k), width // k)))
+    truth = (
+        rng.permutation(np.repeat(np.arange(k), width // k)),
+        rng.permutation(np.repeat(np.arange(k), width // k)),
+    )
     W = noise * rng.standard_normal((width, width))
     same = truth[1][:, None] == truth[0][None, :]
     W[same] = rng.uniform(0.5, 1.5, size=same.sum()) * rng.choice([-1, 1], size=same.sum())

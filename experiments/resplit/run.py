@@ -57,11 +57,20 @@ from splitnet.sgd import accuracy, steps_per_epoch, train  # noqa: E402
 from splitnet.split import activation_affinity, activation_score, split_for  # noqa: E402
 from splitnet.stitch import stitch  # noqa: E402
 
-LABELS = {"random": "IST (random re-split)", "random-dropout": "IST, dropout-scaled pieces",
-          "fixed": "poster split, fixed", "fixed-dropout": "poster split, dropout-scaled"}
+LABELS = {
+    "random": "IST (random re-split)",
+    "random-dropout": "IST, dropout-scaled pieces",
+    "fixed": "poster split, fixed",
+    "fixed-dropout": "poster split, dropout-scaled",
+}
 DEFAULTS = {"seeds": [0], "groups": [2], "config": {}, "rounds": {}, "independence": {}}
-ROUNDS = {"resplit_every": [1, 10, 100], "strategies": ["random", "fixed"], "stitch_steps": 0,
-          "stitch_lr": 0.0, "recombination_variants": []}
+ROUNDS = {
+    "resplit_every": [1, 10, 100],
+    "strategies": ["random", "fixed"],
+    "stitch_steps": 0,
+    "stitch_lr": 0.0,
+    "recombination_variants": [],
+}
 STRATEGIES = ("random", "fixed", "random-dropout", "fixed-dropout")
 
 
@@ -109,6 +118,7 @@ def poster_combination(prep: experiment.Prepared, variant: str = "straight") -> 
 
 # --- part 1: rounds ---------------------------------------------------------------------------
 
+
 def run_rounds(s: dict, path: Path) -> list[dict]:
     r = s["rounds"]
     rows = read_rows(path)
@@ -119,8 +129,9 @@ def run_rounds(s: dict, path: Path) -> list[dict]:
                 cfg = cell_config(s, seed, k)
                 prep = None
                 cells = [("ref", None, None)]
-                cells += [("rounds", st, int(e)) for st in r["strategies"]
-                          for e in r["resplit_every"]]
+                cells += [
+                    ("rounds", st, int(e)) for st in r["strategies"] for e in r["resplit_every"]
+                ]
                 cells += [("recombination", v, None) for v in r["recombination_variants"]]
                 for kind, strategy, period in cells:
                     key = f"{cfg.hash()}|{kind}|{strategy}|{period}|{r['stitch_steps']}"
@@ -130,13 +141,22 @@ def run_rounds(s: dict, path: Path) -> list[dict]:
                     t0 = time.perf_counter()
                     new = CELLS[kind](prep, r, strategy, period)
                     for row in new:
-                        row.update(key=key, seed=seed, groups=k, config_hash=cfg.hash(),
-                                   config=cfg.to_dict(), seconds=time.perf_counter() - t0)
+                        row.update(
+                            key=key,
+                            seed=seed,
+                            groups=k,
+                            config_hash=cfg.hash(),
+                            config=cfg.to_dict(),
+                            seconds=time.perf_counter() - t0,
+                        )
                     append_rows(f, new)
                     rows += new
-                    print(f"seed={seed} groups={k} {kind} {strategy or ''} {period or ''}: "
-                          + ", ".join(f"{x['kind']}={x['accuracy']:.4f}" for x in new)
-                          + f" ({time.perf_counter() - t0:.1f}s)", flush=True)
+                    print(
+                        f"seed={seed} groups={k} {kind} {strategy or ''} {period or ''}: "
+                        + ", ".join(f"{x['kind']}={x['accuracy']:.4f}" for x in new)
+                        + f" ({time.perf_counter() - t0:.1f}s)",
+                        flush=True,
+                    )
     return rows
 
 
@@ -147,15 +167,36 @@ def ref_rows(prep: experiment.Prepared, r: dict, _strategy, _period) -> list[dic
     T, T_big = (t.piece_epochs * steps_per_epoch(n, b) for b in (t.batch_size, k * t.batch_size))
     step = dp_step_bytes(prep.pretrained, k)
     net = copy.deepcopy(prep.pretrained)
-    train(net, *prep.data.remaining, epochs=t.piece_epochs, batch_size=k * t.batch_size,
-          lr=t.lr, momentum=t.momentum, seed=remaining_order_seed(cfg))
+    train(
+        net,
+        *prep.data.remaining,
+        epochs=t.piece_epochs,
+        batch_size=k * t.batch_size,
+        lr=t.lr,
+        momentum=t.momentum,
+        seed=remaining_order_seed(cfg),
+    )
     return [
-        {"kind": "baseline", "accuracy": prep.baseline_accuracy, "total_steps": T,
-         "bytes_total": 0, "pretrained_accuracy": prep.pretrained_accuracy},
-        {"kind": "dp", "accuracy": prep.baseline_accuracy, "total_steps": T,
-         "bytes_total": step * T, "n_params": n_params(prep.pretrained)},
-        {"kind": "dp-equal-data", "accuracy": accuracy(net, *prep.data.test),
-         "total_steps": T_big, "bytes_total": step * T_big},
+        {
+            "kind": "baseline",
+            "accuracy": prep.baseline_accuracy,
+            "total_steps": T,
+            "bytes_total": 0,
+            "pretrained_accuracy": prep.pretrained_accuracy,
+        },
+        {
+            "kind": "dp",
+            "accuracy": prep.baseline_accuracy,
+            "total_steps": T,
+            "bytes_total": step * T,
+            "n_params": n_params(prep.pretrained),
+        },
+        {
+            "kind": "dp-equal-data",
+            "accuracy": accuracy(net, *prep.data.test),
+            "total_steps": T_big,
+            "bytes_total": step * T_big,
+        },
     ]
 
 
@@ -166,21 +207,38 @@ def rounds_rows(prep: experiment.Prepared, r: dict, strategy: str, period: int) 
         cfg, combination = poster_combination(prep)
     else:
         cfg, combination = with_split(prep.config, strategy="random"), 0
-    cfg = with_split(cfg, resplit_every=period, piece_scale=scale,
-                     stitch_steps=int(r["stitch_steps"]), stitch_lr=float(r["stitch_lr"]))
+    cfg = with_split(
+        cfg,
+        resplit_every=period,
+        piece_scale=scale,
+        stitch_steps=int(r["stitch_steps"]),
+        stitch_lr=float(r["stitch_lr"]),
+    )
     res = train_rounds(prep.pretrained, prep.data, cfg, [combination])[0]
     test = prep.data.test
-    common = {"kind": "rounds", "strategy": strategy, "resplit_every": period,
-              "effective_resplit_every": res.resplit_every, "rounds": res.rounds,
-              "total_steps": res.total_steps, "bytes_total": res.bytes_total,
-              "dp_bytes_total": res.dp_bytes_total,
-              "ensemble_accuracy": res.ensemble_accuracy(*test),
-              "piece_accuracies": res.piece_accuracies(*test), "curve": res.curve[-50:],
-              "mean_cut_fraction": float(np.mean([c for c in res.cut_fractions
-                                                  if c is not None]))}
-    return [{**common, "stitch": False, "accuracy": res.accuracy_before_stitch},
-            {**common, "stitch": True, "accuracy": accuracy(res.net, *test),
-             "stitch_steps": int(r["stitch_steps"])}]
+    common = {
+        "kind": "rounds",
+        "strategy": strategy,
+        "resplit_every": period,
+        "effective_resplit_every": res.resplit_every,
+        "rounds": res.rounds,
+        "total_steps": res.total_steps,
+        "bytes_total": res.bytes_total,
+        "dp_bytes_total": res.dp_bytes_total,
+        "ensemble_accuracy": res.ensemble_accuracy(*test),
+        "piece_accuracies": res.piece_accuracies(*test),
+        "curve": res.curve[-50:],
+        "mean_cut_fraction": float(np.mean([c for c in res.cut_fractions if c is not None])),
+    }
+    return [
+        {**common, "stitch": False, "accuracy": res.accuracy_before_stitch},
+        {
+            **common,
+            "stitch": True,
+            "accuracy": accuracy(res.net, *test),
+            "stitch_steps": int(r["stitch_steps"]),
+        },
+    ]
 
 
 def recombination_rows(prep: experiment.Prepared, r: dict, variant: str, _period) -> list[dict]:
@@ -189,21 +247,42 @@ def recombination_rows(prep: experiment.Prepared, r: dict, variant: str, _period
     res: RoundsResult = train_rounds(prep.pretrained, prep.data, cfg, [combination])[0]
     test, s = prep.data.test, cfg.split
     plain = recombine(prep.pretrained, res.split, res.paths, res.pieces, unheld=s.unheld)
-    shared = recombine(prep.pretrained, res.split, res.paths, res.pieces, unheld=s.unheld,
-                       output="shared-rescale")
-    stitched = stitch(plain, res.split, res.paths, prep.data.remaining,
-                      steps=int(r["stitch_steps"]), lr=float(r["stitch_lr"]) or cfg.train.lr,
-                      seed=stitch_seed(cfg), batch_size=cfg.train.batch_size)
-    accs = {"sum": accuracy(plain, *test), "shared-rescale": accuracy(shared, *test),
-            "ensemble": res.ensemble_accuracy(*test), "stitch": accuracy(stitched, *test)}
-    return [{"kind": "recombination", "variant": variant, "method": m, "accuracy": a,
-             "pieces": len(res.paths)} for m, a in accs.items()]
+    shared = recombine(
+        prep.pretrained, res.split, res.paths, res.pieces, unheld=s.unheld, output="shared-rescale"
+    )
+    stitched = stitch(
+        plain,
+        res.split,
+        res.paths,
+        prep.data.remaining,
+        steps=int(r["stitch_steps"]),
+        lr=float(r["stitch_lr"]) or cfg.train.lr,
+        seed=stitch_seed(cfg),
+        batch_size=cfg.train.batch_size,
+    )
+    accs = {
+        "sum": accuracy(plain, *test),
+        "shared-rescale": accuracy(shared, *test),
+        "ensemble": res.ensemble_accuracy(*test),
+        "stitch": accuracy(stitched, *test),
+    }
+    return [
+        {
+            "kind": "recombination",
+            "variant": variant,
+            "method": m,
+            "accuracy": a,
+            "pieces": len(res.paths),
+        }
+        for m, a in accs.items()
+    ]
 
 
 CELLS = {"ref": ref_rows, "rounds": rounds_rows, "recombination": recombination_rows}
 
 
 # --- part 2: independence ----------------------------------------------------------------------
+
 
 def run_independence(s: dict, enumeration: Path, path: Path) -> list[dict]:
     source = s["independence"].get("config", "experiments/resplit/independence.toml")
@@ -215,12 +294,21 @@ def run_independence(s: dict, enumeration: Path, path: Path) -> list[dict]:
     prep = experiment.prepare(cfg)
     A = activation_affinity(prep.pretrained, prep.data.pretrain[0])
     _, weights_index = poster_combination(prep, cfg.split.variant)
-    out = [{"combination": r["combination"], "accuracy": r["accuracy"],
+    out = [
+        {
+            "combination": r["combination"],
+            "accuracy": r["accuracy"],
             "baseline_accuracy": r["baseline_accuracy"],
-            "lost": r["baseline_accuracy"] - r["accuracy"], "cut_fraction": r["cut_fraction"],
+            "lost": r["baseline_accuracy"] - r["accuracy"],
+            "cut_fraction": r["cut_fraction"],
             "activation_score": activation_score(A, r["split"]),
-            "weights_split": r["combination"] == weights_index, "source": str(enumeration),
-            "hidden": list(cfg.model.hidden), "groups": cfg.split.groups} for r in rows]
+            "weights_split": r["combination"] == weights_index,
+            "source": str(enumeration),
+            "hidden": list(cfg.model.hidden),
+            "groups": cfg.split.groups,
+        }
+        for r in rows
+    ]
     path.write_text("")  # derived from the enumeration: rewritten whole, never appended twice
     with open_for_append(path) as f:
         append_rows(f, out)
@@ -229,10 +317,17 @@ def run_independence(s: dict, enumeration: Path, path: Path) -> list[dict]:
 
 def independence_summary(rows: list[dict]) -> dict:
     lost = np.array([r["lost"] for r in rows])
-    s = {"n": len(rows), "source": rows[0]["source"], "hidden": rows[0]["hidden"],
-         "groups": rows[0]["groups"], "baseline": rows[0]["baseline_accuracy"],
-         "lost_mean": float(lost.mean()), "lost_min": float(lost.min()),
-         "lost_max": float(lost.max()), "reached_baseline": int((lost <= 0).sum())}
+    s = {
+        "n": len(rows),
+        "source": rows[0]["source"],
+        "hidden": rows[0]["hidden"],
+        "groups": rows[0]["groups"],
+        "baseline": rows[0]["baseline_accuracy"],
+        "lost_mean": float(lost.mean()),
+        "lost_min": float(lost.min()),
+        "lost_max": float(lost.max()),
+        "reached_baseline": int((lost <= 0).sum()),
+    }
     for name in ("cut_fraction", "activation_score"):
         rho, p = stats.spearmanr([r[name] for r in rows], lost)
         s[f"rho_{name}"], s[f"p_{name}"] = float(rho), float(p)
@@ -241,6 +336,8 @@ def independence_summary(rows: list[dict]) -> dict:
         s["weights_split_lost"] = w[0]["lost"]
         s["weights_split_percentile"] = float((lost < w[0]["lost"]).mean() * 100)
     return s
+
+
 def _group(rows, **match):
     return [r for r in rows if all(r.get(a) == b for a, b in match.items())]
 
@@ -252,9 +349,17 @@ def series(rows, k, strategy, stitch):
     for e in sorted({r["resplit_every"] for r in sel}):
         rs = [r for r in sel if r["resplit_every"] == e]
         m, ci = mean_ci([r["accuracy"] for r in rs])
-        out.append((e, m, ci, float(np.mean([r["bytes_total"] for r in rs])),
-                    float(np.mean([r["ensemble_accuracy"] for r in rs])), len(rs),
-                    rs[0]["rounds"]))
+        out.append(
+            (
+                e,
+                m,
+                ci,
+                float(np.mean([r["bytes_total"] for r in rs])),
+                float(np.mean([r["ensemble_accuracy"] for r in rs])),
+                len(rs),
+                rs[0]["rounds"],
+            )
+        )
     return out
 
 
@@ -262,54 +367,77 @@ def table(rows, ind: dict | None) -> str:
     L = ["# Re-split period study (digits)", ""]
     for k in sorted({r["groups"] for r in rows}):
         c = rows[0]["config"]
-        L += [f"## k = {k}, hidden {c['model']['hidden']}, straight, T = "
-              f"{_group(rows, kind='baseline', groups=k)[0]['total_steps']} steps per piece", "",
-              "| method | re-split every (steps) | rounds | test acc. (mean ± 95% CI) | "
-              "+ stitch | ensemble | MB moved |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for kind, name in (("baseline", "baseline (unsplit)"), ("dp", "data-parallel (= baseline)"),
-                           ("dp-equal-data", f"data-parallel, global batch {k}x32")):
+        L += [
+            f"## k = {k}, hidden {c['model']['hidden']}, straight, T = "
+            f"{_group(rows, kind='baseline', groups=k)[0]['total_steps']} steps per piece",
+            "",
+            "| method | re-split every (steps) | rounds | test acc. (mean ± 95% CI) | "
+            "+ stitch | ensemble | MB moved |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for kind, name in (
+            ("baseline", "baseline (unsplit)"),
+            ("dp", "data-parallel (= baseline)"),
+            ("dp-equal-data", f"data-parallel, global batch {k}x32"),
+        ):
             rs = _group(rows, kind=kind, groups=k)
             m, ci = mean_ci([r["accuracy"] for r in rs])
             mb = np.mean([r["bytes_total"] for r in rs]) / 1e6
-            L.append(f"| {name} | {'every step' if kind != 'baseline' else '-'} | - | "
-                     f"{m:.4f} ± {ci:.4f} | | | {mb:.2f} |")
+            L.append(
+                f"| {name} | {'every step' if kind != 'baseline' else '-'} | - | "
+                f"{m:.4f} ± {ci:.4f} | | | {mb:.2f} |"
+            )
         for strategy in sorted({r["strategy"] for r in _group(rows, kind="rounds", groups=k)}):
             plain = series(rows, k, strategy, False)
             st = {e: (m, ci) for e, m, ci, *_ in series(rows, k, strategy, True)}
             label = LABELS.get(strategy, strategy)
             for e, m, ci, b, ens, _n, R in plain:
                 sm, sci = st.get(e, (np.nan, np.nan))
-                L.append(f"| {label} | {e} | {R} | {m:.4f} ± {ci:.4f} | {sm:.4f} ± {sci:.4f} | "
-                         f"{ens:.4f} | {b / 1e6:.3f} |")
+                L.append(
+                    f"| {label} | {e} | {R} | {m:.4f} ± {ci:.4f} | {sm:.4f} ± {sci:.4f} | "
+                    f"{ens:.4f} | {b / 1e6:.3f} |"
+                )
         rec = _group(rows, kind="recombination", groups=k)
         if rec:
-            L += ["", f"One-shot, poster split, k = {k}: the same trained pieces recombined "
-                  "(mean ± 95% CI over seeds)", "",
-                  "| paths | pieces | sum (plain) | shared rescale | stitch | ensemble |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+            L += [
+                "",
+                f"One-shot, poster split, k = {k}: the same trained pieces recombined "
+                "(mean ± 95% CI over seeds)",
+                "",
+                "| paths | pieces | sum (plain) | shared rescale | stitch | ensemble |",
+                "| --- | ---: | ---: | ---: | ---: | ---: |",
+            ]
             for v in sorted({r["variant"] for r in rec}, reverse=True):
                 cells = []
                 for meth in ("sum", "shared-rescale", "stitch", "ensemble"):
                     m, ci = mean_ci([r["accuracy"] for r in _group(rec, variant=v, method=meth)])
                     cells.append(f"{m:.4f} ± {ci:.4f}")
-                L.append(f"| {v} | {_group(rec, variant=v)[0]['pieces']} | " + " | ".join(cells)
-                         + " |")
+                L.append(
+                    f"| {v} | {_group(rec, variant=v)[0]['pieces']} | " + " | ".join(cells) + " |"
+                )
         L.append("")
     if ind:
-        L += ["## Independence: does the split's structure predict the accuracy lost?", "",
-              f"{ind['n']} combinations (exhaustive, hidden {ind['hidden']}, k = {ind['groups']}, "
-              f"`{ind['source']}`); lost = baseline ({ind['baseline']:.4f}) - recombined "
-              f"accuracy: mean {ind['lost_mean']:.4f}, range [{ind['lost_min']:.4f}, "
-              f"{ind['lost_max']:.4f}], {ind['reached_baseline']} reach the baseline.", "",
-              "| predictor | Spearman rho vs lost | p-value |", "| --- | ---: | ---: |",
-              f"| cut fraction (abs W crossing groups) | {ind['rho_cut_fraction']:.3f} | "
-              f"{ind['p_cut_fraction']:.3g} |",
-              f"| activation score (within - across mean abs corr) | "
-              f"{ind['rho_activation_score']:.3f} | {ind['p_activation_score']:.3g} |"]
+        L += [
+            "## Independence: does the split's structure predict the accuracy lost?",
+            "",
+            f"{ind['n']} combinations (exhaustive, hidden {ind['hidden']}, k = {ind['groups']}, "
+            f"`{ind['source']}`); lost = baseline ({ind['baseline']:.4f}) - recombined "
+            f"accuracy: mean {ind['lost_mean']:.4f}, range [{ind['lost_min']:.4f}, "
+            f"{ind['lost_max']:.4f}], {ind['reached_baseline']} reach the baseline.",
+            "",
+            "| predictor | Spearman rho vs lost | p-value |",
+            "| --- | ---: | ---: |",
+            f"| cut fraction (abs W crossing groups) | {ind['rho_cut_fraction']:.3f} | "
+            f"{ind['p_cut_fraction']:.3g} |",
+            f"| activation score (within - across mean abs corr) | "
+            f"{ind['rho_activation_score']:.3f} | {ind['p_activation_score']:.3g} |",
+        ]
         if "weights_split_lost" in ind:
-            L += ["", f"The poster's weight-based split loses {ind['weights_split_lost']:.4f}; "
-                  f"{ind['weights_split_percentile']:.0f}% of all combinations lose less."]
+            L += [
+                "",
+                f"The poster's weight-based split loses {ind['weights_split_lost']:.4f}; "
+                f"{ind['weights_split_percentile']:.0f}% of all combinations lose less.",
+            ]
         L.append("")
     return "\n".join(L)
 
@@ -324,14 +452,17 @@ def plot_accuracy(rows, path) -> None:
         fixed = series(rows, k, "fixed", False)
         if fixed:
             one = fixed[-1][1] * 100
-            ax.axhline(one, color="0.3", ls="--", lw=1.2,
-                       label=f"one-shot, poster split {one:.1f}%")
-        styles = {("random", False): ("C0", "-", "IST: random re-split"),
-                  ("random", True): ("C0", ":", "IST + stitch"),
-                  ("random-dropout", False): ("C1", "-", "IST, dropout-scaled pieces"),
-                  ("random-dropout", True): ("C1", ":", "IST dropout-scaled + stitch"),
-                  ("fixed", False): ("C2", "-", "poster split, fixed"),
-                  ("fixed", True): ("C2", ":", "poster split + stitch")}
+            ax.axhline(
+                one, color="0.3", ls="--", lw=1.2, label=f"one-shot, poster split {one:.1f}%"
+            )
+        styles = {
+            ("random", False): ("C0", "-", "IST: random re-split"),
+            ("random", True): ("C0", ":", "IST + stitch"),
+            ("random-dropout", False): ("C1", "-", "IST, dropout-scaled pieces"),
+            ("random-dropout", True): ("C1", ":", "IST dropout-scaled + stitch"),
+            ("fixed", False): ("C2", "-", "poster split, fixed"),
+            ("fixed", True): ("C2", ":", "poster split + stitch"),
+        }
         for (strategy, st), (color, ls, label) in styles.items():
             s = series(rows, k, strategy, st)
             if not s:
@@ -344,8 +475,12 @@ def plot_accuracy(rows, path) -> None:
         ax.set_xscale("log")
         ax.set_xticks(periods, [str(e) for e in periods])
         ax.minorticks_off()
-        ax.set(xscale="log", xlabel="re-split period (SGD steps per round; right end = one-shot)",
-               ylabel="test accuracy (%)", title=f"k = {k}: mean ± 95% CI over {n} seeds")
+        ax.set(
+            xscale="log",
+            xlabel="re-split period (SGD steps per round; right end = one-shot)",
+            ylabel="test accuracy (%)",
+            title=f"k = {k}: mean ± 95% CI over {n} seeds",
+        )
         ax.legend(fontsize=7, loc="lower left")
     study.save_figure(fig, path)
 
@@ -354,9 +489,11 @@ def plot_bytes(rows, path) -> None:
     ks = sorted({r["groups"] for r in rows})
     fig, axes = plt.subplots(1, len(ks), figsize=(6 * len(ks), 4.2), squeeze=False)
     for ax, k in zip(axes[0], ks, strict=True):
-        for strategy, color, label in (("random", "C0", "IST (random re-split)"),
-                                       ("random-dropout", "C1", "IST, dropout-scaled pieces"),
-                                       ("fixed", "C2", "poster split, fixed")):
+        for strategy, color, label in (
+            ("random", "C0", "IST (random re-split)"),
+            ("random-dropout", "C1", "IST, dropout-scaled pieces"),
+            ("fixed", "C2", "poster split, fixed"),
+        ):
             s = series(rows, k, strategy, False)
             if not s:
                 continue
@@ -364,18 +501,36 @@ def plot_bytes(rows, path) -> None:
             m, ci = np.array([x[1] for x in s]), np.array([x[2] for x in s])
             ax.errorbar(b, m * 100, ci * 100, fmt="o-", color=color, ms=4, capsize=3, label=label)
             for x in s:
-                ax.annotate(f"E={x[0]}", (x[3], x[1] * 100), fontsize=6, xytext=(3, 3),
-                            textcoords="offset points")
-        for kind, marker, color, label in (("dp", "s", "C3", "data-parallel (= baseline)"),
-                                           ("dp-equal-data", "^", "C1",
-                                            f"data-parallel, batch {k}x32")):
+                ax.annotate(
+                    f"E={x[0]}",
+                    (x[3], x[1] * 100),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+        for kind, marker, color, label in (
+            ("dp", "s", "C3", "data-parallel (= baseline)"),
+            ("dp-equal-data", "^", "C1", f"data-parallel, batch {k}x32"),
+        ):
             rs = _group(rows, kind=kind, groups=k)
             if rs:
                 m, ci = mean_ci([r["accuracy"] for r in rs])
-                ax.errorbar([rs[0]["bytes_total"]], [m * 100], [ci * 100], fmt=marker,
-                            color=color, ms=7, capsize=3, label=label)
-        ax.set(xscale="log", xlabel="bytes moved in training (all workers, float32)",
-               ylabel="test accuracy (%)", title=f"k = {k} workers: accuracy vs communication")
+                ax.errorbar(
+                    [rs[0]["bytes_total"]],
+                    [m * 100],
+                    [ci * 100],
+                    fmt=marker,
+                    color=color,
+                    ms=7,
+                    capsize=3,
+                    label=label,
+                )
+        ax.set(
+            xscale="log",
+            xlabel="bytes moved in training (all workers, float32)",
+            ylabel="test accuracy (%)",
+            title=f"k = {k} workers: accuracy vs communication",
+        )
         ax.legend(fontsize=7, loc="lower right")
     study.save_figure(fig, path)
 
@@ -384,25 +539,32 @@ def plot_independence(rows, s, path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     lost = np.array([r["lost"] for r in rows]) * 100
     w = np.array([r["weights_split"] for r in rows])
-    for ax, name, label in ((axes[0], "cut_fraction", "cut fraction (|W| crossing groups)"),
-                            (axes[1], "activation_score",
-                             "activation score (within - across mean |corr|)")):
+    for ax, name, label in (
+        (axes[0], "cut_fraction", "cut fraction (|W| crossing groups)"),
+        (axes[1], "activation_score", "activation score (within - across mean |corr|)"),
+    ):
         x = np.array([r[name] for r in rows])
         ax.plot(x[~w], lost[~w], ".", ms=4, color="C4", alpha=0.7, label="combination")
         if w.any():
             ax.plot(x[w], lost[w], "*", ms=12, color="C3", label="poster's weight-based split")
         ax.axhline(0, color="0.5", lw=1)
-        ax.set(xlabel=label, ylabel="accuracy lost to the split (pp)",
-               title=f"Spearman rho = {s[f'rho_{name}']:.2f} (p = {s[f'p_{name}']:.2g})")
+        ax.set(
+            xlabel=label,
+            ylabel="accuracy lost to the split (pp)",
+            title=f"Spearman rho = {s[f'rho_{name}']:.2f} (p = {s[f'p_{name}']:.2g})",
+        )
         ax.legend(fontsize=7)
-    fig.suptitle(f"Independence vs accuracy lost: {s['n']} combinations, hidden {s['hidden']}, "
-                 f"k = {s['groups']}")
+    fig.suptitle(
+        f"Independence vs accuracy lost: {s['n']} combinations, hidden {s['hidden']}, "
+        f"k = {s['groups']}"
+    )
     study.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, s = study.cli(__doc__, DEFAULTS, argv, check=check,
-                        extra=[("--skip-independence", "rounds only")])
+    args, s = study.cli(
+        __doc__, DEFAULTS, argv, check=check, extra=[("--skip-independence", "rounds only")]
+    )
     torch.set_num_threads(1)
     out, figs = study.output_dirs("resplit", args.figures)
     t0 = time.perf_counter()
@@ -411,8 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     ind = ind_rows = None
     if not args.skip_independence:
         path = out / "independence.jsonl"
-        ind_rows = (read_rows(path) if args.plot_only
-                    else run_independence(s, out / "independence-exhaustive.jsonl", path))
+        ind_rows = (
+            read_rows(path)
+            if args.plot_only
+            else run_independence(s, out / "independence-exhaustive.jsonl", path)
+        )
         ind = independence_summary(ind_rows) if ind_rows else None
     plot_accuracy(rows, figs / "resplit_accuracy.png")
     plot_bytes(rows, figs / "resplit_bytes.png")
