@@ -29,9 +29,8 @@ from . import config as config_mod
 from . import results
 from .combinations import n_combinations, paths_of
 from .config import Config
-from .mpi import abort_on_error, world
+from .mpi import Comm, abort_on_error, world
 
-Comm = Any  # an mpi4py communicator, or mpi.SerialComm
 PIECES_PER_RANK = {"loop": 8, "batched": 512}  # chunk size: pieces each rank trains per chunk
 
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -35,89 +38,83 @@ class SerialComm:
     def Get_size(self) -> int:
         return 1
 
-    def bcast(self, obj, root=0):
+    def bcast(self, obj: Any, root: int = 0) -> Any:
         return obj
 
-    def gather(self, obj, root=0):
+    def gather(self, obj: Any, root: int = 0) -> list[Any]:
         return [obj]
 
-    def allgather(self, obj):
+    def allgather(self, obj: Any) -> list[Any]:
         return [obj]
 
-    def allreduce(self, obj, op=None):
+    def allreduce(self, obj: Any, op: Any = None) -> Any:
         return obj
 
-    def alltoall(self, objs):
+    def alltoall(self, objs: list[Any]) -> list[Any]:
         return list(objs)
 
-    def Barrier(self):
+    def Barrier(self) -> None:
         pass
 
-    def barrier(self):
+    def barrier(self) -> None:
         pass
 
-    def Bcast(self, buf, root=0):
+    def Bcast(self, buf: Any, root: int = 0) -> None:
         pass
 
-    def Allreduce(self, sendbuf, recvbuf, op=None):
+    def Allreduce(self, sendbuf: Any, recvbuf: Any, op: Any = None) -> None:
         src = recvbuf if sendbuf is IN_PLACE else sendbuf
         np.copyto(_array(recvbuf), _array(src))
 
-    def Allgatherv(self, sendbuf, recvbuf):
+    def Allgatherv(self, sendbuf: Any, recvbuf: Any) -> None:
         send, recv = _array(sendbuf), _array(recvbuf)
         recv.reshape(-1)[: send.size] = send.reshape(-1)
 
-    def Abort(self, errorcode=1):
+    def Abort(self, errorcode: int = 1) -> None:
         os._exit(errorcode)
 
 
+Comm = Any  # an mpi4py communicator, or SerialComm
 IN_PLACE = MPI.IN_PLACE if MPI is not None else object()
 SUM = MPI.SUM if MPI is not None else None
 
 
-def _array(buf):
+def _array(buf: Any) -> np.ndarray:
     """The numpy array of a buffer spec (``arr`` or ``[arr, counts, displs, type]``)."""
     return buf[0] if isinstance(buf, (list, tuple)) else buf
 
 
-def world():
+def world() -> Comm:
     """``MPI.COMM_WORLD``, or a ``SerialComm`` where no MPI library is available."""
     return MPI.COMM_WORLD if MPI is not None else SerialComm()
 
 
-def rank_size(comm=None) -> tuple[int, int]:
-    comm = comm or world()
-    return comm.Get_rank(), comm.Get_size()
-
-
-def is_root(comm=None) -> bool:
-    return (comm or world()).Get_rank() == 0
-
-
 def wtime() -> float:
-    if MPI is not None:
-        return MPI.Wtime()
-    import time
-
-    return time.perf_counter()
+    return MPI.Wtime() if MPI is not None else time.perf_counter()
 
 
 @contextmanager
-def abort_on_error(comm=None):
-    """Turn an uncaught exception on any rank into ``Abort`` of the whole job.
+def abort_on_error(comm: Comm | None = None) -> Iterator[Comm]:
+    """Turn any way a rank leaves the run early into ``Abort`` of the whole job.
 
-    ``python -m mpi4py`` already does this; the guard covers code run as ``python -m splitnet.X``
-    under mpiexec, where one rank's exception would otherwise leave the others blocked forever.
-    ``SystemExit`` (argparse errors, clean exits) passes through untouched.
+    ``python -m mpi4py`` does this for exceptions; the guard also covers code run as
+    ``python -m splitnet.X`` under mpiexec and Ctrl-C (``KeyboardInterrupt``, SIGINT) on one
+    rank, where the other ranks would otherwise wait in a collective forever. A clean exit
+    (``SystemExit(0)``) passes through; so does anything on a single rank.
     """
     comm = comm or world()
     try:
         yield comm
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException:
+    except SystemExit as e:
+        if e.code in (0, None) or comm.Get_size() == 1:
+            raise
+        comm.Abort(e.code if isinstance(e.code, int) else 1)
+    except BaseException as e:
         if comm.Get_size() == 1:
             raise
-        traceback.print_exc()
+        if isinstance(e, KeyboardInterrupt):
+            print(f"rank {comm.Get_rank()}: interrupted, ending the job", file=sys.stderr)
+        else:
+            traceback.print_exc()
         sys.stderr.flush()
-        comm.Abort(1)
+        comm.Abort(130 if isinstance(e, KeyboardInterrupt) else 1)

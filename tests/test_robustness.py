@@ -345,3 +345,71 @@ def test_check_and_plot_refuse_a_file_mixing_two_configs(tmp_path, capsys):
     assert "another experiment" in capsys.readouterr().err
     assert plot.main([str(mixed), "-o", str(tmp_path / "f.png")]) == 2
     assert "another experiment" in capsys.readouterr().err
+
+
+def _rank_pid(out: Path, rank: int) -> int:
+    """The pid of MPI rank ``rank`` of the run writing ``out`` (PMI_RANK in its environment)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if (
+            b"splitnet.enumerate" in cmd
+            and str(out).encode() in cmd
+            and f"PMI_RANK={rank}".encode() in env
+            and b"mpiexec" not in cmd
+        ):
+            return int(proc.name)
+    raise AssertionError(f"no rank {rank} writing {out}")
+
+
+@pytest.mark.mpi
+def test_ctrl_c_on_one_rank_without_mpi4py_launcher_ends_the_job(tiny, tmp_path):
+    """Before: SIGINT in a run launched without ``-m mpi4py`` left the other ranks spinning
+    in a collective forever."""
+    from conftest import mpiexec_path
+
+    if mpiexec_path() is None:
+        pytest.skip("no mpiexec next to the interpreter or on PATH")
+    out = tmp_path / "int.jsonl"
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(slow_shim(0.3))
+    cmd = [
+        mpiexec_path(),
+        "-n",
+        "2",
+        sys.executable,
+        "-m",
+        "splitnet.enumerate",
+        *tiny,
+        "--chunk",
+        "1",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=_env(PYTHONPATH=f"{shim}{os.pathsep}{REPO}"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_rows(out, proc)
+        os.kill(_rank_pid(out, 0), signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the job still runs 60 s after rank 0 was interrupted (hung)")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert rc != 0 and "interrupted, ending the job" in err, (rc, err)
+    rows = read_rows(out)
+    assert len(rows) == len({r["combination"] for r in rows})  # nothing doubled or torn
