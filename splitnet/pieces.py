@@ -256,14 +256,15 @@ def pack(params: Params | MLP) -> np.ndarray:
 def unpack(sizes: Sequence[int], flat: np.ndarray) -> Params:
     """The ``Params`` of an MLP of ``sizes`` from ``pack``'s vector (views into it)."""
     flat = torch.from_numpy(np.asarray(flat, dtype=np.float32))
+    n = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    if n != flat.numel():
+        raise ValueError(
+            f"a packed piece of sizes {list(sizes)} has {n} values, got {flat.numel()}"
+        )
     out, at = [], 0
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         out += [flat[at : at + a * b].view(b, a), flat[at + a * b : at + a * b + b]]
         at += a * b + b
-    if at != flat.numel():
-        raise ValueError(
-            f"a packed piece of sizes {list(sizes)} has {at} values, got {flat.numel()}"
-        )
     return out
 
 

@@ -1,4 +1,4 @@
-"""Pieces and recombination: exact invariants against the full net."""
+"""Pieces and recombination: exact invariants against the full net, and the wire format."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,20 @@ import torch
 
 from splitnet.combinations import Space, paths
 from splitnet.model import build_mlp
+from splitnet.pieces import (
+    as_mlp,
+    coverage,
+    cut,
+    extract,
+    forward,
+    masked_forward,
+    pack,
+    params_of,
+    piece_neurons,
+    recombine,
+    unpack,
+)
 from splitnet.split import contiguous_split, random_split
-from splitnet.subnet import coverage, extract, masked_forward, recombine
 
 
 @pytest.fixture
@@ -90,3 +102,47 @@ def test_recombine_rejects_bad_options(net):
         recombine(net, SPLIT_K2, P, pieces, unheld="mean")
     with pytest.raises(ValueError, match="1 pieces"):
         recombine(net, SPLIT_K2, P, pieces[:1])
+
+
+def test_recombine_rejects_a_bad_output_naming_it(net):
+    P = paths("straight", 3, 2)
+    pieces = [extract(net, SPLIT_K2, p) for p in P]
+    with pytest.raises(ValueError, match="split.output='mean'"):
+        recombine(net, SPLIT_K2, P, pieces, output="mean")
+
+
+@pytest.mark.parametrize("path", paths("all-paths", 3, 2))
+def test_functional_forward_is_the_modules_forward_bitwise(net, path):
+    x = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
+    piece = extract(net, SPLIT_K2, path)
+    params = cut(net, piece_neurons(SPLIT_K2, path))
+    assert all(map(torch.equal, params, params_of(piece)))
+    with torch.no_grad():
+        assert torch.equal(forward(params, net.activation, x), piece(x))
+    rebuilt = as_mlp(params, net.activation)
+    assert rebuilt.sizes == piece.sizes and rebuilt is not piece
+    with torch.no_grad():
+        params[0].zero_()  # as_mlp copies: the module does not share storage with the list
+    assert not torch.equal(rebuilt.linears[0].weight, params[0])
+
+
+@pytest.mark.parametrize("variant", ["straight", "alternating"])
+@pytest.mark.parametrize(
+    "unheld,output", [("pretrained", "sum"), ("zero", "rescale"), ("zero", "shared-rescale")]
+)
+def test_pack_roundtrip_and_recombine_of_unpacked_pieces(net, variant, unheld, output):
+    P = paths(variant, 3, 2)
+    gen = torch.Generator().manual_seed(0)
+    pieces = [extract(net, SPLIT_K2, p) for p in P]
+    with torch.no_grad():
+        for piece in pieces:
+            for q in piece.parameters():
+                q.add_(torch.randn(q.shape, generator=gen))
+    ref = recombine(net, SPLIT_K2, P, pieces, unheld=unheld, output=output)
+    backs = [unpack(piece.sizes, pack(piece)) for piece in pieces]
+    for back, piece in zip(backs, pieces, strict=True):
+        assert all(map(torch.equal, back, params_of(piece)))
+    got = recombine(net, SPLIT_K2, P, backs, unheld=unheld, output=output)
+    assert all(map(torch.equal, got.parameters(), ref.parameters()))
+    with pytest.raises(ValueError, match="got 5"):
+        unpack(pieces[0].sizes, np.zeros(5, np.float32))
