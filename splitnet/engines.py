@@ -61,14 +61,22 @@ def train_pieces(
     lr: float,
     momentum: float = 0.0,
     engine: str = "batched",
+    shared_order: bool = False,
     max_stack: int = MAX_STACK,
 ) -> list[TrainedPiece]:
-    """Train every job on steps ``[lo, hi)`` of its stream; results in job order."""
+    """Train every job on steps ``[lo, hi)`` of its stream; results in job order.
+
+    ``shared_order``: every job follows the same stream (``train.shuffle = "shared"``), so the
+    batched engine runs a stack's first layer as one GEMM. It is the caller's statement, never
+    inferred from a stack's members, so a piece does not depend on its stack-mates.
+    """
+    if shared_order and len({job.order_seed for job in jobs}) > 1:
+        raise ValueError("shared_order=True but the jobs follow different streams")
     if engine == "loop":
         return [_train_one(job, X, y, streams, steps, lr, momentum) for job in jobs]
     if engine != "batched":
         raise ValueError(f"train.engine={engine!r} is not one of {', '.join(ENGINES)}")
-    return _train_batched(jobs, X, y, streams, steps, lr, momentum, max_stack)
+    return _train_batched(jobs, X, y, streams, steps, lr, momentum, shared_order, max_stack)
 
 
 def _train_one(job: PieceJob, X, y, streams, steps, lr, momentum) -> TrainedPiece:
@@ -87,7 +95,9 @@ def _train_one(job: PieceJob, X, y, streams, steps, lr, momentum) -> TrainedPiec
     )
 
 
-def _train_batched(jobs, X, y, streams, steps, lr, momentum, max_stack) -> list[TrainedPiece]:
+def _train_batched(
+    jobs, X, y, streams, steps, lr, momentum, shared, max_stack
+) -> list[TrainedPiece]:
     lo, hi = steps
     by_shape = defaultdict(list)
     for i, job in enumerate(jobs):
@@ -98,7 +108,6 @@ def _train_batched(jobs, X, y, streams, steps, lr, momentum, max_stack) -> list[
             stack = members[start : start + max_stack]
             t0 = time.perf_counter()
             first = jobs[stack[0]]
-            shared = all(jobs[i].order_seed == first.order_seed for i in stack)
             # pad a shared-order stack so layer 1's GEMM takes the wide kernel (see batched)
             pad = max(0, -(-MIN_COLUMNS // hidden[0]) - len(stack)) if shared else 0
             padded = [jobs[i] for i in stack] + [first] * pad

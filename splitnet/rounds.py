@@ -171,7 +171,15 @@ def train_rounds(
                 for p, seed in zip(paths, seeds[c], strict=True)
             ]
         trained = train_pieces(
-            jobs, X, y, streams, steps=(lo, hi), lr=t.lr, momentum=t.momentum, engine=t.engine
+            jobs,
+            X,
+            y,
+            streams,
+            steps=(lo, hi),
+            lr=t.lr,
+            momentum=t.momentum,
+            engine=t.engine,
+            shared_order=t.shuffle == "shared",
         )
         for j, c in enumerate(combinations):
             mine = trained[j * len(paths) : (j + 1) * len(paths)]
