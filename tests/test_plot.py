@@ -3,8 +3,9 @@
 import json
 
 import pytest
+from scipy import stats
 
-from splitnet.plot import main, summarize
+from splitnet.plot import main, mean_ci, summarize
 
 
 def fake_rows(n=30):
@@ -51,3 +52,12 @@ def test_empty_results_are_an_error(tmp_path, capsys):
     res.write_text("")
     assert main([str(res), "-o", str(tmp_path / "x.png")]) == 2
     assert "no rows" in capsys.readouterr().err
+
+
+def test_mean_ci_is_the_student_t_interval():
+    m, ci = mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and ci == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-5)
+    assert mean_ci([0.5]) == (0.5, 0.0)
+    v = [0.61, 0.64, 0.58, 0.66]
+    lo, hi = stats.t.interval(0.95, 3, loc=sum(v) / 4, scale=stats.sem(v))
+    assert mean_ci(v)[1] == pytest.approx((hi - lo) / 2)

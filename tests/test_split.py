@@ -6,7 +6,13 @@ import torch
 
 from splitnet.combinations import Space
 from splitnet.model import build_mlp
-from splitnet.split import contiguous_split, cut_fraction, make_split, random_split
+from splitnet.split import (
+    activation_score,
+    contiguous_split,
+    cut_fraction,
+    make_split,
+    random_split,
+)
 
 
 def planted_net(width=8, k=2, noise=0.01, seed=0):
@@ -68,3 +74,13 @@ def test_cut_fraction_closed_form():
 def test_unknown_strategy_is_named():
     with pytest.raises(ValueError, match="'spectral'"):
         make_split("spectral", build_mlp([2, 4, 4, 2]), 2, seed=0)
+
+
+def test_activation_score_by_hand():
+    # neurons: layer 1 = [a, b], layer 2 = [c, d]; groups {a, c} and {b, d}
+    A = np.array([[0, 0.2, 0.9, 0.1], [0.2, 0, 0.3, 0.7], [0.9, 0.3, 0, 0.4], [0.1, 0.7, 0.4, 0]])
+    within = (0.9 + 0.7) / 2
+    across = (0.2 + 0.1 + 0.3 + 0.4) / 4
+    assert activation_score(A, (np.array([0, 1]), np.array([0, 1]))) == pytest.approx(
+        within - across
+    )
