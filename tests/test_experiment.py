@@ -1,8 +1,13 @@
 """One combination, one call: k = 1 is the baseline; rows depend on (seed, combination) only."""
 
+import numpy as np
 import pytest
+import torch
 
-from splitnet import config, experiment
+from splitnet import config, experiment, rounds, seeds
+from splitnet.pieces import extract, recombine
+from splitnet.sgd import accuracy, train
+from splitnet.split import make_split
 
 FAST = ["model.hidden=[4,4]", "train.pretrain_epochs=5", "train.piece_epochs=2"]
 
@@ -22,8 +27,18 @@ def test_k1_gives_exactly_the_baseline():
 
 def test_row_has_the_promised_keys(prep):
     row = experiment.run_combination(prep, 5)
-    for key in ("combination", "split", "variant", "accuracy", "baseline_accuracy",
-                "piece_accuracies", "cut_fraction", "seed", "config", "config_hash"):
+    for key in (
+        "combination",
+        "split",
+        "variant",
+        "accuracy",
+        "baseline_accuracy",
+        "piece_accuracies",
+        "cut_fraction",
+        "seed",
+        "config",
+        "config_hash",
+    ):
         assert key in row
     assert row["combination"] == 5 and len(row["piece_accuracies"]) == 2
     assert prep.space.index_of(row["split"]) == 5
@@ -36,22 +51,68 @@ def test_rows_are_reproducible(prep):
     assert a == b
 
 
-def test_per_piece_shuffle_uses_path_seeds():
-    prep = experiment.prepare(config.load(None, [*FAST, "train.shuffle=per-piece"]))
-    row = experiment.run_combination(prep, 0)
-    assert len(set(row["piece_seeds"])) == 2
+def test_per_piece_shuffle_trains_each_piece_on_its_own_stream():
+    shared = experiment.prepare(config.load(None, FAST))
+    per = experiment.prepare(config.load(None, [*FAST, "train.shuffle=per-piece"]))
+    a, b = experiment.run_combination(shared, 0), experiment.run_combination(per, 0)
+    assert a["split"] == b["split"]
+    assert b["piece_seeds"] == [seeds.piece_order_seed(per.config, 0, p) for p in per.paths]
+    assert len(set(b["piece_seeds"])) == 2 and len(set(a["piece_seeds"])) == 1
+    # the same pieces, other minibatch orders: trained differently (so the seeds are used)
+    ra = rounds.train_rounds(shared.pretrained, shared.data, shared.config, [0])[0]
+    rb = rounds.train_rounds(per.pretrained, per.data, per.config, [0])[0]
+    assert not any(torch.equal(x, y) for x, y in zip(ra.pieces[0], rb.pieces[0], strict=True))
+    # ... and exactly as sgd on the extracted piece with that seed's stream
+    piece = extract(per.pretrained, rb.split, per.paths[1])
+    X, y = per.data.remaining
+    t = per.config.train
+    train(
+        piece,
+        X,
+        y,
+        epochs=t.piece_epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        seed=b["piece_seeds"][1],
+    )
+    for u, v in zip(piece.parameters(), rb.pieces[1], strict=True):
+        torch.testing.assert_close(u.detach(), v, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("strategy", ["weights", "activations", "contiguous", "random"])
-def test_every_strategy_runs(strategy):
+def test_every_strategy_splits_as_it_says(strategy):
     prep = experiment.prepare(config.load(None, [*FAST, f"split.strategy={strategy}"]))
     row = experiment.run_combination(prep, 0)
-    assert 0.0 <= row["accuracy"] <= 1.0 and row["strategy"] == strategy
+    cfg = prep.config
+    want = make_split(
+        strategy, prep.pretrained, 2, seed=seeds.split_seed(cfg, 0), X=prep.data.pretrain[0]
+    )
+    assert row["split"] == [a.tolist() for a in want] and row["strategy"] == strategy
+    assert all(sorted(np.bincount(a)) == [2, 2] for a in map(np.array, row["split"]))
+    # the row's accuracy is the recombined net of that split, recomputed by hand
+    pieces = [extract(prep.pretrained, want, p) for p in prep.paths]
+    X, y = prep.data.remaining
+    t = cfg.train
+    for piece in pieces:
+        train(
+            piece,
+            X,
+            y,
+            epochs=t.piece_epochs,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            seed=seeds.remaining_order_seed(cfg),
+        )
+    net = recombine(prep.pretrained, want, prep.paths, pieces)
+    assert abs(accuracy(net, *prep.data.test) - row["accuracy"]) <= 1 / len(prep.data.test[1])
+    if strategy == "random":  # every draw is another split
+        assert experiment.run_combination(prep, 1)["split"] != row["split"]
 
 
 def test_rounds_through_the_config():
-    rounds = experiment.prepare(config.load(None, [*FAST, "split.resplit_every=3",
-                                                   "split.groups=1"]))
+    rounds = experiment.prepare(
+        config.load(None, [*FAST, "split.resplit_every=3", "split.groups=1"])
+    )
     row = experiment.run_combination(rounds, 0)
     assert row["rounds"] > 1 and row["bytes_moved"] > 0
     assert row["accuracy"] == row["baseline_accuracy"]  # k = 1: re-splitting changes nothing
@@ -65,10 +126,12 @@ def test_rounds_through_the_config():
 
 def test_stitch_and_shared_rescale_rows():
     stitched = experiment.run_combination(
-        experiment.prepare(config.load(None, [*FAST, "split.stitch_steps=5"])), 2)
+        experiment.prepare(config.load(None, [*FAST, "split.stitch_steps=5"])), 2
+    )
     plain = experiment.run_combination(experiment.prepare(config.load(None, FAST)), 2)
     assert stitched["accuracy_before_stitch"] == plain["accuracy"]
     assert plain["accuracy_before_stitch"] is None
     shared = experiment.run_combination(
-        experiment.prepare(config.load(None, [*FAST, "split.output=shared-rescale"])), 2)
+        experiment.prepare(config.load(None, [*FAST, "split.output=shared-rescale"])), 2
+    )
     assert shared["piece_accuracies"] == plain["piece_accuracies"]

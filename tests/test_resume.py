@@ -38,17 +38,18 @@ SLOW_SHIM = slow_shim(0.2)
 FAILING_RANK = """\
 import sys
 import splitnet.enumerate as driver
+import splitnet.experiment as experiment
 from splitnet.mpi import world
 
 calls = 0
-_train = driver.train_pieces
-def train_pieces(*args, **kwargs):
+_run = experiment.run_combinations
+def run_combinations(*args, **kwargs):
     global calls
     calls += 1
     if world().Get_rank() == 1 and calls == 2:
         raise RuntimeError("injected failure on rank 1")
-    return _train(*args, **kwargs)
-driver.train_pieces = train_pieces
+    return _run(*args, **kwargs)
+experiment.run_combinations = run_combinations
 sys.exit(driver.main(sys.argv[1:]))
 """
 
@@ -63,13 +64,24 @@ def _cmd(n: int | None, args: list[str]) -> list[str]:
     """``python -m splitnet.enumerate ARGS``, under ``mpiexec -n N python -m mpi4py`` if N."""
     if n is None:
         return [sys.executable, "-m", "splitnet.enumerate", *args]
-    return [mpiexec_path(), "-n", str(n), sys.executable, "-m", "mpi4py",
-            "-m", "splitnet.enumerate", *args]
+    return [
+        mpiexec_path(),
+        "-n",
+        str(n),
+        sys.executable,
+        "-m",
+        "mpi4py",
+        "-m",
+        "splitnet.enumerate",
+        *args,
+    ]
 
 
 def _strip(rows: list[dict]) -> list[dict]:
-    return sorted(({k: v for k, v in r.items() if k != "seconds"} for r in rows),
-                  key=lambda r: r["combination"])
+    return sorted(
+        ({k: v for k, v in r.items() if k != "seconds"} for r in rows),
+        key=lambda r: r["combination"],
+    )
 
 
 def _one_row_each(path: Path) -> list[dict]:
@@ -86,8 +98,14 @@ class Background:
         self.cmd, self.log = cmd, log
         self._out = open(log, "w")
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env or _env(), stdout=self._out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env or _env(),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.seconds = None  # wall time to exit, measured by a watcher thread
         threading.Thread(target=self._watch, daemon=True).start()
 
@@ -102,8 +120,10 @@ class Background:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-            pytest.fail(f"{' '.join(self.cmd)} still running after {timeout} s (hung)\n"
-                        f"{self.log.read_text()}")
+            pytest.fail(
+                f"{' '.join(self.cmd)} still running after {timeout} s (hung)\n"
+                f"{self.log.read_text()}"
+            )
         finally:
             self._out.close()
         while self.seconds is None:
@@ -132,11 +152,26 @@ def runs(tmp_path_factory):
     # runs that must fail fast under 2 ranks; started now, side by side with the rest
     for i, (extra, _) in enumerate(BAD_UNDER_MPI):
         out["bg"][f"bad{i}"] = Background(
-            _cmd(2, [*base, "--out", str(root / f"bad{i}.jsonl"), *extra]), root / f"bad{i}.log")
+            _cmd(2, [*base, "--out", str(root / f"bad{i}.jsonl"), *extra]), root / f"bad{i}.log"
+        )
     (root / "failing_rank.py").write_text(FAILING_RANK)
     out["bg"]["failing"] = Background(
-        [mpiexec_path(), "-n", "2", sys.executable, "-m", "mpi4py", str(root / "failing_rank.py"),
-         *base, "--chunk", "1", "--out", str(root / "failing.jsonl")], root / "failing.log")
+        [
+            mpiexec_path(),
+            "-n",
+            "2",
+            sys.executable,
+            "-m",
+            "mpi4py",
+            str(root / "failing_rank.py"),
+            *base,
+            "--chunk",
+            "1",
+            "--out",
+            str(root / "failing.jsonl"),
+        ],
+        root / "failing.log",
+    )
     yield out
     for bg in out["bg"].values():
         bg._out.close()
@@ -155,14 +190,20 @@ def test_sigkill_mid_run_and_torn_line_then_same_command_resumes(runs):
     cmd = _cmd(2, [*runs["base"], "--chunk", "1", "--out", str(out)])
     # SIGKILL of the whole job (mpiexec and both ranks: what the OOM killer or a node loss does)
     # once the first rows are on disk; the shim spaces the rows 0.2 s apart.
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=_env(PYTHONPATH=f"{root / 'shim'}{os.pathsep}{REPO}"),
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=_env(PYTHONPATH=f"{root / 'shim'}{os.pathsep}{REPO}"),
+        start_new_session=True,
+    )
     t0 = time.monotonic()
     try:
         while not read_rows(out):
-            assert proc.poll() is None, f"exited {proc.returncode} before a row: " \
-                                        f"{proc.stderr.read().decode()}"
+            assert proc.poll() is None, (
+                f"exited {proc.returncode} before a row: {proc.stderr.read().decode()}"
+            )
             assert time.monotonic() - t0 < 120, "no row after 120 s"
             time.sleep(0.02)
     finally:
@@ -174,8 +215,7 @@ def test_sigkill_mid_run_and_torn_line_then_same_command_resumes(runs):
     with open(out, "ab") as f:  # killed in the middle of writing a row
         f.write(b'{"accuracy": 0.93, "combination": 7, "conf')
 
-    again = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True,
-                           timeout=180)
+    again = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=180)
     assert again.returncode == 0, again.stderr
     rows = _one_row_each(out)
     assert out.read_bytes().endswith(b"\n")
@@ -191,8 +231,7 @@ def test_rows_do_not_depend_on_the_number_of_ranks(runs):
     two_path = runs["root"] / "killed.jsonl"
     if len(read_rows(two_path)) != N_COMBINATIONS:
         two_path = runs["root"] / "n2.jsonl"
-        run_mpi(2, ["-m", "splitnet.enumerate", *runs["base"], "--out", str(two_path)],
-                timeout=180)
+        run_mpi(2, ["-m", "splitnet.enumerate", *runs["base"], "--out", str(two_path)], timeout=180)
     assert _strip(_one_row_each(two_path)) == one
 
 
@@ -203,17 +242,20 @@ def _main(argv, capsys) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--shard", "3/2"], "0 <= T < N"),
-    (["--shard", "x"], "must look like T/N"),
-    (["--start", "999"], "beyond the 18 combinations"),
-    (["--stop", "0"], "--stop 0"),
-    (["--chunk", "0"], "--chunk 0"),
-    (["--set", "model.depth=3"], "unknown key model.depth"),
-    (["--config", "/nonexistent/x.toml"], "cannot read config"),
-    (["--out", "/proc/x.jsonl"], "not writable"),
-    (["--no-such-flag"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--shard", "3/2"], "0 <= T < N"),
+        (["--shard", "x"], "must look like T/N"),
+        (["--start", "999"], "beyond the 18 combinations"),
+        (["--stop", "0"], "--stop 0"),
+        (["--chunk", "0"], "--chunk 0"),
+        (["--set", "model.depth=3"], "unknown key model.depth"),
+        (["--config", "/nonexistent/x.toml"], "cannot read config"),
+        (["--out", "/proc/x.jsonl"], "not writable"),
+        (["--no-such-flag"], "unrecognized arguments"),
+    ],
+)
 def test_bad_input_is_refused_with_a_message(runs, tmp_path, capsys, extra, message):
     rc, err = _main([*runs["base"], "--out", str(tmp_path / "o.jsonl"), *extra], capsys)
     assert rc != 0 and message in err, (rc, err)
