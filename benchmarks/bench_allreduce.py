@@ -9,7 +9,7 @@ Writes figures/allreduce_n{N}.json (raw), figures/allreduce_table.md, figures/al
 Timing: a barrier, then one allreduce per repetition; a repetition's time is the slowest
 rank's; after warm-up we keep the minimum over repetitions (the quiet-machine estimate: other
 processes on a shared machine only ever add time) and the median. α, β come from a ping-pong run
-in the same job (so under the same load), γ, δ from numpy on rank 0 (splitnet.costmodel).
+in the same job (so under the same load), γ, δ from numpy on rank 0 (splitnet.parallel.costmodel).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from splitnet.collectives import ALGORITHMS, ByteCounter, allreduce, bytes_sent
-from splitnet.costmodel import CostParams, calibrate, local_rates, predict
+from splitnet.parallel.collectives import ALGORITHMS, ByteCounter, allreduce, bytes_sent
+from splitnet.parallel.costmodel import CostParams, calibrate, local_rates, predict
 from splitnet.mpi import MPI, world, wtime
 
 FIG = Path(__file__).resolve().parents[1] / "figures"
@@ -92,16 +92,31 @@ def run(args) -> dict:
         for algorithm in ALGORITHMS:
             sent = counted_bytes(comm, x, algorithm)
             best, med = times[algorithm]
-            rows.append(dict(n_bytes=size, algorithm=algorithm, measured=best, median=med,
-                             predicted=predict(algorithm, n, size, p), max_sent=sent,
-                             gamma=gamma, delta=delta))
+            rows.append(
+                dict(
+                    n_bytes=size,
+                    algorithm=algorithm,
+                    measured=best,
+                    median=med,
+                    predicted=predict(algorithm, n, size, p),
+                    max_sent=sent,
+                    gamma=gamma,
+                    delta=delta,
+                )
+            )
             if rank == 0 and args.verbose:
                 print(f"  {size:>10} {algorithm:>5} {best * 1e3:9.3f} ms", flush=True)
         size *= args.step
     mpich = {k: v for k, v in os.environ.items() if k.startswith("MPIR_CVAR_")}
-    return dict(n_ranks=n, dtype=dtype.name, params=params.__dict__, load=[load0, os.getloadavg()],
-                mpich_env=mpich,
-                pingpong=dict(sizes=pp_sizes.tolist(), times=pp_times.tolist()), rows=rows)
+    return dict(
+        n_ranks=n,
+        dtype=dtype.name,
+        params=params.__dict__,
+        load=[load0, os.getloadavg()],
+        mpich_env=mpich,
+        pingpong=dict(sizes=pp_sizes.tolist(), times=pp_times.tolist()),
+        rows=rows,
+    )
 
 
 def fmt_size(b: int) -> str:
@@ -113,28 +128,35 @@ def fmt_size(b: int) -> str:
 
 def table(results: list[dict]) -> str:
     """Markdown: one line per (N, size, algorithm); 'vs mpi' = t_mpi / t_alg (>1: faster)."""
-    lines = ["| N | size | algorithm | measured ms (min) | median ms | predicted ms | error % | "
-             "vs mpi | max bytes sent/rank |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| N | size | algorithm | measured ms (min) | median ms | predicted ms | error % | "
+        "vs mpi | max bytes sent/rank |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for res in results:
         mpi_t = {r["n_bytes"]: r["measured"] for r in res["rows"] if r["algorithm"] == "mpi"}
         for r in res["rows"]:
             err = 100 * (r["predicted"] - r["measured"]) / r["measured"]
             sent = "library" if r["max_sent"] < 0 else f"{r['max_sent']:,}"
-            lines.append(f"| {res['n_ranks']} | {fmt_size(r['n_bytes'])} | {r['algorithm']} | "
-                         f"{r['measured'] * 1e3:.3f} | {r['median'] * 1e3:.3f} | "
-                         f"{r['predicted'] * 1e3:.3f} | {err:+.0f} | "
-                         f"{mpi_t[r['n_bytes']] / r['measured']:.2f} | {sent} |")
+            lines.append(
+                f"| {res['n_ranks']} | {fmt_size(r['n_bytes'])} | {r['algorithm']} | "
+                f"{r['measured'] * 1e3:.3f} | {r['median'] * 1e3:.3f} | "
+                f"{r['predicted'] * 1e3:.3f} | {err:+.0f} | "
+                f"{mpi_t[r['n_bytes']] / r['measured']:.2f} | {sent} |"
+            )
     return "\n".join(lines)
 
 
 def header(res: dict) -> str:
     p = CostParams(**res["params"])
     l0, l1 = res["load"]
-    return (f"N={res['n_ranks']} ({res['dtype']}): α={p.alpha * 1e6:.2f} µs, "
-            f"β={p.beta * 1e9:.3f} ns/B ({1e-9 / p.beta if p.beta else float('inf'):.2f} GB/s); "
-            f"at 16 MB γ={p.gamma * 1e9:.3f} ns/B, δ={p.delta * 1e9:.3f} ns/B; "
-            f"load avg before {l0[0]:.2f}, after {l1[0]:.2f}"
-            + "".join(f"; {k}={v}" for k, v in res.get("mpich_env", {}).items()))
+    return (
+        f"N={res['n_ranks']} ({res['dtype']}): α={p.alpha * 1e6:.2f} µs, "
+        f"β={p.beta * 1e9:.3f} ns/B ({1e-9 / p.beta if p.beta else float('inf'):.2f} GB/s); "
+        f"at 16 MB γ={p.gamma * 1e9:.3f} ns/B, δ={p.delta * 1e9:.3f} ns/B; "
+        f"load avg before {l0[0]:.2f}, after {l1[0]:.2f}"
+        + "".join(f"; {k}={v}" for k, v in res.get("mpich_env", {}).items())
+    )
 
 
 def summary(res: dict, big: int = 1 << 20) -> str:
@@ -145,9 +167,11 @@ def summary(res: dict, big: int = 1 << 20) -> str:
     mpi_t = {r["n_bytes"]: r["measured"] for r in rows if r["algorithm"] == "mpi"}
     ring = [mpi_t[r["n_bytes"]] / r["measured"] for r in rows if r["algorithm"] == "ring"]
     errs = [abs(r["predicted"] / r["measured"] - 1) for r in rows]
-    return (f"N={res['n_ranks']}, >= 1 MB: ring/mpi speed min {min(ring):.2f} (goal >= 0.8); "
-            f"model |error| max {100 * max(errs):.0f}%, median {100 * np.median(errs):.0f}% "
-            f"(goal <= 25% on a quiet machine)")
+    return (
+        f"N={res['n_ranks']}, >= 1 MB: ring/mpi speed min {min(ring):.2f} (goal >= 0.8); "
+        f"model |error| max {100 * max(errs):.0f}%, median {100 * np.median(errs):.0f}% "
+        f"(goal <= 25% on a quiet machine)"
+    )
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -156,17 +180,29 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(6 * len(results), 4.5), squeeze=False, sharey=True
+    )
     for ax, res in zip(axes[0], results, strict=True):
         n = res["n_ranks"]
         for alg in ALGORITHMS:
             rows = [r for r in res["rows"] if r["algorithm"] == alg]
             sizes = [r["n_bytes"] for r in rows]
-            ax.loglog(sizes, [r["measured"] for r in rows], "o", color=COLORS[alg],
-                      label=f"{alg} measured")
-            ax.loglog(sizes, [r["predicted"] for r in rows], "--", color=COLORS[alg], lw=1,
-                      label=f"{alg} model")
+            ax.loglog(
+                sizes,
+                [r["measured"] for r in rows],
+                "o",
+                color=COLORS[alg],
+                label=f"{alg} measured",
+            )
+            ax.loglog(
+                sizes,
+                [r["predicted"] for r in rows],
+                "--",
+                color=COLORS[alg],
+                lw=1,
+                label=f"{alg} model",
+            )
         ax.set_title(f"{n} ranks ({res['dtype']}), load avg {res['load'][0][0]:.1f}")
         ax.set_xlabel("message size per rank (bytes)")
         ax.grid(True, which="major", alpha=0.3)
@@ -183,10 +219,14 @@ def load_results(out: Path) -> list[dict]:
 
 def write_outputs(out: Path) -> None:
     results = load_results(out)
-    md = ["# Allreduce: measured vs α-β-γ model", "",
-          "Generated by `benchmarks/bench_allreduce.py`. Time of the slowest rank; 'measured' is "
-          "the minimum over repetitions, error % = predicted / measured - 1, 'vs mpi' = "
-          "t_mpi / t_alg (above 1: faster than the library).", ""]
+    md = [
+        "# Allreduce: measured vs α-β-γ model",
+        "",
+        "Generated by `benchmarks/bench_allreduce.py`. Time of the slowest rank; 'measured' is "
+        "the minimum over repetitions, error % = predicted / measured - 1, 'vs mpi' = "
+        "t_mpi / t_alg (above 1: faster than the library).",
+        "",
+    ]
     md += [f"- {header(r)}" for r in results] + [f"- {summary(r)}" for r in results]
     (out / "allreduce_table.md").write_text("\n".join(md + ["", table(results), ""]))
     plot(results, out / "allreduce.png")

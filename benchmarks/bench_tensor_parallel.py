@@ -39,7 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from splitnet.model import build_mlp
 from splitnet.mpi import MPI, world
-from splitnet.tensor_parallel import ChunkedMLP
+from splitnet.parallel.tensor_parallel import ChunkedMLP
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("predict1", "predict_batch", "train")
@@ -102,6 +102,7 @@ def numpy_net(model):
                 d = (d @ Ws[l]) * (acts[l] > 0)
             Ws[l] -= lr * gW
             bs[l] -= lr * gb
+
     return predict, train
 
 
@@ -116,6 +117,7 @@ def torch_net(model):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
+
     return predict, train
 
 
@@ -125,8 +127,11 @@ def tensorflow_net(model):
 
     layers = [tf.keras.Input((model.sizes[0],))]
     for i, lin in enumerate(model.linears):
-        layers.append(tf.keras.layers.Dense(lin.out_features, activation=(
-            "relu" if i < len(model.linears) - 1 else None)))
+        layers.append(
+            tf.keras.layers.Dense(
+                lin.out_features, activation=("relu" if i < len(model.linears) - 1 else None)
+            )
+        )
     net = tf.keras.Sequential(layers)
     for dense, lin in zip(net.layers, model.linears, strict=True):
         dense.set_weights([lin.weight.detach().numpy().T, lin.bias.detach().numpy()])
@@ -136,15 +141,20 @@ def tensorflow_net(model):
     def train(x, y):
         with tf.GradientTape() as tape:
             value = loss(y, net(x, training=True))
-        opt.apply_gradients(zip(tape.gradient(value, net.trainable_variables),
-                                net.trainable_variables, strict=True))
+        opt.apply_gradients(
+            zip(tape.gradient(value, net.trainable_variables), net.trainable_variables, strict=True)
+        )
+
     return (lambda x: net(x, training=False).numpy()), train
 
 
 def callables(predict, train, x1, xb, xt, yt) -> dict:
     """metric -> zero-argument call on the fixed inputs."""
-    return {"predict1": lambda: predict(x1), "predict_batch": lambda: predict(xb),
-            "train": lambda: train(xt, yt)}
+    return {
+        "predict1": lambda: predict(x1),
+        "predict_batch": lambda: predict(xb),
+        "train": lambda: train(xt, yt),
+    }
 
 
 def run(args) -> None:
@@ -165,24 +175,28 @@ def run(args) -> None:
         xb = rng.standard_normal((args.batch, args.d_in)).astype(np.float32)
         xt = rng.standard_normal((args.train_batch, args.d_in)).astype(np.float32)
         yt = rng.integers(0, args.d_out, args.train_batch)
-        group = {("chunked", p): (p, subs[p]) for p in ranks}   # (impl, p) -> (p, comm)
+        group = {("chunked", p): (p, subs[p]) for p in ranks}  # (impl, p) -> (p, comm)
         fns = {}
         for p, sub in group.values():
             if rank < p:
                 net = ChunkedMLP.from_torch(model, sub)
                 fns[("chunked", p)] = callables(
-                    net.forward, lambda a, b, net=net: net.train_step(a, b, 0.01), x1, xb, xt, yt)
+                    net.forward, lambda a, b, net=net: net.train_step(a, b, 0.01), x1, xb, xt, yt
+                )
         if args.baselines:
-            names = ["numpy", "torch"] + (["tensorflow"] if importlib.util.find_spec(
-                "tensorflow") is not None else [])
+            names = ["numpy", "torch"] + (
+                ["tensorflow"] if importlib.util.find_spec("tensorflow") is not None else []
+            )
             for name in names:
                 group[(name, 1)] = (1, subs[1])
                 if rank == 0:
-                    make = {"numpy": numpy_net, "torch": torch_net,
-                            "tensorflow": tensorflow_net}[name]
+                    make = {"numpy": numpy_net, "torch": torch_net, "tensorflow": tensorflow_net}[
+                        name
+                    ]
                     conv = torch.from_numpy if name == "torch" else (lambda a: a)
-                    fns[(name, 1)] = callables(*make(build_mlp(sizes, seed=0)),
-                                               *(conv(a) for a in (x1, xb, xt, yt)))
+                    fns[(name, 1)] = callables(
+                        *make(build_mlp(sizes, seed=0)), *(conv(a) for a in (x1, xb, xt, yt))
+                    )
         for metric in METRICS:
             calls, times = {}, {key: [] for key in group}
             for key, (p, sub) in group.items():
@@ -199,13 +213,30 @@ def run(args) -> None:
                     walls = [w for w, _ in ts]
                     best, median = float(min(walls)), float(np.median(walls))
                     cpu = float(min(c for _, c in ts))
-                    rows.append({"impl": impl, "ranks": p, "launch_ranks": size, "width": width,
-                                 "sizes": sizes, "metric": metric,
-                                 "samples": {"predict1": 1, "predict_batch": args.batch,
-                                             "train": args.train_batch}[metric], "best_s": best,
-                                 "median_s": median, "cpu_s": cpu, "load1": os.getloadavg()[0]})
-                    print(f"p={p} w={width:5d} {impl:10s} {metric:13s} best {best * 1e3:9.4f}"
-                          f" ms  median {median * 1e3:9.4f} ms", flush=True)
+                    rows.append(
+                        {
+                            "impl": impl,
+                            "ranks": p,
+                            "launch_ranks": size,
+                            "width": width,
+                            "sizes": sizes,
+                            "metric": metric,
+                            "samples": {
+                                "predict1": 1,
+                                "predict_batch": args.batch,
+                                "train": args.train_batch,
+                            }[metric],
+                            "best_s": best,
+                            "median_s": median,
+                            "cpu_s": cpu,
+                            "load1": os.getloadavg()[0],
+                        }
+                    )
+                    print(
+                        f"p={p} w={width:5d} {impl:10s} {metric:13s} best {best * 1e3:9.4f}"
+                        f" ms  median {median * 1e3:9.4f} ms",
+                        flush=True,
+                    )
     if rank == 0:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -224,13 +255,15 @@ def report(path: Path, fig_dir: Path) -> None:
     import matplotlib.pyplot as plt
 
     t, cpu, loads = {}, {}, []
-    for line in path.read_text().splitlines():   # the latest row wins for each key
+    for line in path.read_text().splitlines():  # the latest row wins for each key
         r = json.loads(line)
         t[(r["impl"], r["ranks"], r["width"], r["metric"])] = r["best_s"]
         cpu[(r["impl"], r["ranks"], r["width"], r["metric"])] = r.get("cpu_s", r["best_s"])
         loads.append(r["load1"])
-    print(f"wall-clock, best of rounds; 1-min load average during the run "
-          f"{min(loads):.1f}..{max(loads):.1f}\n")
+    print(
+        f"wall-clock, best of rounds; 1-min load average during the run "
+        f"{min(loads):.1f}..{max(loads):.1f}\n"
+    )
     widths = sorted({k[2] for k in t})
     ranks = sorted({k[1] for k in t if k[0] == "chunked"})
     base = [b for b in ("numpy", "torch", "tensorflow") if any(k[0] == b for k in t)]
@@ -240,11 +273,15 @@ def report(path: Path, fig_dir: Path) -> None:
     for w in widths:
         for m in METRICS:
             c1 = t.get(("chunked", 1, w, m))
-            cells = [t.get((b, 1, w, m)) for b in base] + [t.get(("chunked", p, w, m))
-                                                           for p in ranks]
+            cells = [t.get((b, 1, w, m)) for b in base] + [
+                t.get(("chunked", p, w, m)) for p in ranks
+            ]
             cells = [f"{v * 1e3:.3f} ms" if v else "-" for v in cells]
-            cells += [f"{c1 / t[('chunked', p, w, m)]:.2f}x" if c1 and ("chunked", p, w, m)
-                      in t else "-" for p in ranks if p > 1]
+            cells += [
+                f"{c1 / t[('chunked', p, w, m)]:.2f}x" if c1 and ("chunked", p, w, m) in t else "-"
+                for p in ranks
+                if p > 1
+            ]
             print(f"| {w}x3 | {m} | " + " | ".join(cells) + " |")
     seq = base + ["chunked"]
     print("\nsequential, CPU time per call (1 thread; robust to other users' load)\n")
@@ -253,22 +290,32 @@ def report(path: Path, fig_dir: Path) -> None:
     for w in widths:
         for m in METRICS:
             cells = [cpu.get((b, 1, w, m)) for b in seq]
-            print(f"| {w}x3 | {m} | " + " | ".join(f"{v * 1e3:.3f} ms" if v else "-"
-                                                   for v in cells) + " |")
+            print(
+                f"| {w}x3 | {m} | "
+                + " | ".join(f"{v * 1e3:.3f} ms" if v else "-" for v in cells)
+                + " |"
+            )
     key_c, key_n = ("chunked", 1, 60, "predict1"), ("numpy", 1, 60, "predict1")
     if key_c in t and key_n in t:
-        print(f"\n60x3 one-sample predict, chunked p=1 / bare numpy: wall "
-              f"{t[key_c] / t[key_n]:.2f}, CPU {cpu[key_c] / cpu[key_n]:.2f} (goal <= 3)")
+        print(
+            f"\n60x3 one-sample predict, chunked p=1 / bare numpy: wall "
+            f"{t[key_c] / t[key_n]:.2f}, CPU {cpu[key_c] / cpu[key_n]:.2f} (goal <= 3)"
+        )
     fig_dir.mkdir(parents=True, exist_ok=True)
     styles = {"numpy": "s-", "torch": "o-", "tensorflow": "^-", "chunked": "D-"}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, m in zip(axes, METRICS, strict=True):
         for impl in base + ["chunked"]:
             ws = [w for w in widths if (impl, 1, w, m) in t]
-            ax.loglog(ws, [cpu[(impl, 1, w, m)] * 1e3 for w in ws], styles[impl],
-                      label=impl + (" (1 rank)" if impl == "chunked" else ""))
-        ax.set(title=f"{m}", xlabel="hidden width w (net 64-w-w-w-10)",
-               ylabel="CPU time per call (ms)")
+            ax.loglog(
+                ws,
+                [cpu[(impl, 1, w, m)] * 1e3 for w in ws],
+                styles[impl],
+                label=impl + (" (1 rank)" if impl == "chunked" else ""),
+            )
+        ax.set(
+            title=f"{m}", xlabel="hidden width w (net 64-w-w-w-10)", ylabel="CPU time per call (ms)"
+        )
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     fig.suptitle("Performance seq: one process, single-threaded, float32")
@@ -279,8 +326,12 @@ def report(path: Path, fig_dir: Path) -> None:
         for w in widths:
             ps = [p for p in ranks if ("chunked", p, w, m) in t]
             if ("chunked", 1, w, m) in t:
-                ax.plot(ps, [t[("chunked", 1, w, m)] / t[("chunked", p, w, m)] for p in ps],
-                        "o-", label=f"{w}x3")
+                ax.plot(
+                    ps,
+                    [t[("chunked", 1, w, m)] / t[("chunked", p, w, m)] for p in ps],
+                    "o-",
+                    label=f"{w}x3",
+                )
         ax.plot(ranks, ranks, "k--", lw=1, label="ideal")
         ax.axhline(1, color="grey", lw=0.8)
         ax.set(title=m, xlabel="MPI ranks", ylabel="speedup over 1 rank (x)", xticks=ranks)
@@ -295,8 +346,13 @@ def report(path: Path, fig_dir: Path) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--widths", type=int, nargs="+", default=[60, 256, 1024, 4096])
-    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4],
-                   help="group sizes timed in this launch (at most its -n)")
+    p.add_argument(
+        "--ranks",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4],
+        help="group sizes timed in this launch (at most its -n)",
+    )
     p.add_argument("--d-in", type=int, default=64)
     p.add_argument("--d-out", type=int, default=10)
     p.add_argument("--batch", type=int, default=256)
@@ -311,7 +367,7 @@ def main(argv=None) -> None:
     if args.report:
         report(Path(args.out), Path(args.fig_dir))
         return
-    with threadpool_limits(1):   # numpy's BLAS single-threaded, like torch and every rank
+    with threadpool_limits(1):  # numpy's BLAS single-threaded, like torch and every rank
         run(args)
 
 

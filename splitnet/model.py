@@ -1,4 +1,4 @@
-"""Models: the MLP that gets split, and the CNN of the sparsification study (seed 003).
+"""The MLP that gets split (the CNN and LightRNN of the other seeds live in ``splitnet.nets``).
 
 MLP with sizes ``[d_in, h_1, ..., h_L, d_out]``::
 
@@ -6,14 +6,6 @@ MLP with sizes ``[d_in, h_1, ..., h_L, d_out]``::
 
 It is an ``nn.Sequential`` of ``Linear`` and activation modules, so the tensor-parallel and
 pruning code accept it as any plain torch stack.
-
-CNN (2 conv, 2 max-pool, 2 dense, 1 dropout)::
-
-    conv(k) -> relu -> maxpool2 -> conv(k) -> relu -> maxpool2 -> dense -> relu -> dropout -> dense
-
-With ``separable=True`` the second convolution is MobileNet's depthwise-separable one: a k x k
-depthwise convolution (one filter per input channel) followed by a 1 x 1 pointwise convolution.
-For N input and M output channels its weights cost ``K*K*N + N*M`` instead of ``K*K*N*M``.
 """
 
 from __future__ import annotations
@@ -68,58 +60,33 @@ def build_mlp(sizes, activation: str = "relu", seed: int = 0) -> MLP:
         torch.random.set_rng_state(gen_state)
 
 
-class DepthwiseSeparableConv2d(nn.Module):
-    """k x k depthwise conv (groups = in_channels, no bias) followed by a 1 x 1 pointwise conv."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0,
-                 bias: bool = True):
-        super().__init__()
-        self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, padding=padding,
-                                   groups=in_channels, bias=False)
-        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
+_NAMES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 
 
-def conv_weight_count(k: int, n: int, m: int, separable: bool = False) -> int:
-    """Weights (no bias) of a k x k conv from n to m channels: K*K*N*M, or K*K*N + N*M."""
-    return k * k * n + n * m if separable else k * k * n * m
-
-
-def conv_mult_adds(k: int, n: int, m: int, out_h: int, out_w: int, separable: bool = False) -> int:
-    """Multiply-adds over an out_h x out_w output map: D_F^2 * K*K*N*M, or D_F^2*(K*K*N + N*M)."""
-    return out_h * out_w * conv_weight_count(k, n, m, separable)
-
-
-class CNN(nn.Module):
-    """The report's MNIST CNN, sized from ``image_shape`` (8x8 digits or 28x28 MNIST)."""
-
-    def __init__(self, image_shape=(1, 8, 8), n_classes: int = 10, channels=(32, 64),
-                 kernel_size: int | None = None, dense: int | None = None, dropout: float = 0.5,
-                 separable: bool = False):
-        super().__init__()
-        c, h, w = image_shape
-        if h < 4 or w < 4:
-            raise ValueError(f"image_shape={tuple(image_shape)} must be at least 4x4 (2 pools)")
-        k = kernel_size or (5 if min(h, w) >= 28 else 3)
-        dense = dense or (1024 if min(h, w) >= 28 else 128)
-        c1, c2 = channels
-        self.image_shape = (c, h, w)
-        self.separable = separable
-        conv2 = (DepthwiseSeparableConv2d(c1, c2, k, padding=k // 2) if separable
-                 else nn.Conv2d(c1, c2, k, padding=k // 2))
-        self.features = nn.Sequential(
-            nn.Conv2d(c, c1, k, padding=k // 2), nn.ReLU(), nn.MaxPool2d(2),
-            conv2, nn.ReLU(), nn.MaxPool2d(2),
+def parse_sequential(module: nn.Module) -> list[tuple[nn.Linear, str]]:
+    """``[(linear, activation name), ...]`` from a Sequential of Linear and activation modules."""
+    if not isinstance(module, nn.Sequential):
+        raise ValueError(
+            f"expected an nn.Sequential of Linear/activation layers, got {type(module).__name__}"
         )
-        flat = c2 * (h // 4) * (w // 4)
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, dense), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(dense, n_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:  # flat pixels from splitnet.data -> (n, c, h, w)
-            x = x.view(-1, *self.image_shape)
-        return self.classifier(self.features(x))
+    layers: list[tuple[nn.Linear, str]] = []
+    for i, m in enumerate(module):
+        if isinstance(m, nn.Linear):
+            layers.append((m, "identity"))
+        elif isinstance(m, nn.Identity):
+            continue
+        elif type(m) in _NAMES:
+            if not layers or layers[-1][1] != "identity":
+                raise ValueError(f"module [{i}] {m} must directly follow an nn.Linear")
+            layers[-1] = (layers[-1][0], _NAMES[type(m)])
+        else:
+            raise ValueError(
+                f"unsupported module [{i}] {type(m).__name__}: only Linear, ReLU, "
+                f"Tanh, Sigmoid and Identity are supported"
+            )
+    if not layers:
+        raise ValueError("the Sequential has no nn.Linear layer")
+    for (a, _), (b, _) in zip(layers[:-1], layers[1:], strict=True):
+        if a.out_features != b.in_features:
+            raise ValueError(f"Linear sizes do not chain: {a} then {b}")
+    return layers

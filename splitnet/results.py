@@ -82,13 +82,16 @@ def parse_rows(path: Path, lines: list[bytes], require: str | None = "combinatio
     return rows
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """All complete rows of a results file ([] if absent); a torn last line is skipped."""
+def read_rows(path: str | Path, require: str | None = "combination") -> list[dict]:
+    """All complete rows of a results file ([] if absent); a torn last line is skipped.
+
+    ``require``: the key every row must have (None for a study's rows of several kinds).
+    """
     path = Path(path)
     if not path.exists():
         return []
     complete, _tail = _lines(path)  # a row is only complete once its newline is written
-    return parse_rows(path, complete)
+    return parse_rows(path, complete, require)
 
 
 def check_config(rows: list[dict], config_hash: str | None, path: str | Path) -> None:

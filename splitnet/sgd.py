@@ -112,11 +112,12 @@ def train(
     lr: float,
     seed: int,
     momentum: float = 0.0,
+    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
 ) -> list[float]:
     """``epochs`` epochs of ``sgd`` on the stream of ``seed``; returns each epoch's mean loss."""
     n = len(X)
     batches = minibatches(n, batch_size, seed, epochs=epochs) if epochs else []
-    run = sgd(model, X, y, batches, lr=lr, momentum=momentum)
+    run = sgd(model, X, y, batches, lr=lr, momentum=momentum, optimizer=optimizer)
     per_epoch = steps_per_epoch(n, batch_size)
     sizes = [len(b) for b in batches]
     return [

@@ -42,6 +42,32 @@ _results.append_lines = _slow_append
 """
 
 
+def load_study_script(name: str):
+    """``experiments/<name>/run.py`` as a module (its table and drawing helpers are tested)."""
+    import importlib.util
+
+    path = REPO / "experiments" / name / "run.py"
+    spec = importlib.util.spec_from_file_location(f"study_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_study(
+    name: str, args: list[str], cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``python experiments/<name>/run.py ARGS`` in ``cwd`` (its results/ go there)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, str(REPO / "experiments" / name / "run.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def mpiexec_path() -> str | None:
     """The venv's own mpiexec (Debian's Open MPI launcher does not work with the mpich wheel)."""
     here = Path(sys.executable).parent / "mpiexec"

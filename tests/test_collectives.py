@@ -1,4 +1,4 @@
-"""Allreduce (splitnet.collectives) and its cost model (splitnet.costmodel).
+"""Allreduce (splitnet.parallel.collectives) and its cost model (splitnet.parallel.costmodel).
 
 The MPI half runs tests/mpi_scripts/coll_check.py under mpiexec on 1-4 ranks: every algorithm
 against MPI.Allreduce (exact on integer-valued data, within rounding otherwise), bitwise-equal
@@ -15,7 +15,8 @@ from conftest import run_mpi
 from hypothesis import given
 from hypothesis import strategies as st
 
-from splitnet.collectives import (
+from splitnet.mpi import SerialComm, world
+from splitnet.parallel.collectives import (
     ALGORITHMS,
     ByteCounter,
     allreduce,
@@ -24,13 +25,13 @@ from splitnet.collectives import (
     max_bytes_sent,
     rounds,
 )
-from splitnet.costmodel import CostParams, fit_alpha_beta, predict
-from splitnet.mpi import SerialComm, world
+from splitnet.parallel.costmodel import CostParams, fit_alpha_beta, predict
 
 OURS = ("ps", "tree", "ring")
 
 
 # ---- pure: schedules, byte counts -------------------------------------------------------------
+
 
 @given(k=st.integers(0, 500), n=st.integers(1, 17))
 def test_chunk_bounds_are_array_split(k, n):
@@ -52,8 +53,9 @@ def test_every_algorithm_sends_2_n_minus_1_k_in_total(n, k, itemsize):
 def test_busiest_rank_closed_forms(n):
     k = 64 * 1000 * n  # divisible by n: the ring's chunks are equal
     assert max_bytes_sent("ps", n, k) == bytes_sent("ps", n, k, 0) == (n - 1) * k  # O(N·K)
-    assert max_bytes_sent("tree", n, k) == bytes_sent("tree", n, k, 0) == math.ceil(
-        math.log2(n)) * k
+    assert (
+        max_bytes_sent("tree", n, k) == bytes_sent("tree", n, k, 0) == math.ceil(math.log2(n)) * k
+    )
     ring = [bytes_sent("ring", n, k, r) for r in range(n)]
     assert ring == [2 * (n - 1) * k // n] * n  # O(K): independent of N up to the (N-1)/N
 
@@ -70,17 +72,21 @@ def test_nothing_is_sent_alone_or_empty():
         assert bytes_sent(alg, 4, 0, 3) == 0
 
 
-@pytest.mark.parametrize("args, match", [
-    (("mpi", 2, 8, 0), "'mpi'"),
-    (("ring", 2, 8, 2), "rank 2"),
-    (("ring", 2, 12, 0), "n_bytes=12"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("mpi", 2, 8, 0), "'mpi'"),
+        (("ring", 2, 8, 2), "rank 2"),
+        (("ring", 2, 12, 0), "n_bytes=12"),
+    ],
+)
 def test_bytes_sent_rejects(args, match):
     with pytest.raises(ValueError, match=match):
         bytes_sent(*args)
 
 
 # ---- allreduce in-process (one rank) ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("comm", [SerialComm(), None], ids=["serial", "world"])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -98,11 +104,14 @@ def test_counter_on_one_rank_counts_nothing():
     assert (c.bytes, c.messages) == (0, 0)
 
 
-@pytest.mark.parametrize("x, algorithm, match", [
-    (np.ones(3), "allgather", "'allgather'"),
-    (np.arange(3), "ring", "int64"),
-    (np.ones(3, dtype=np.complex64), "ring", "complex64"),
-])
+@pytest.mark.parametrize(
+    "x, algorithm, match",
+    [
+        (np.ones(3), "allgather", "'allgather'"),
+        (np.arange(3), "ring", "int64"),
+        (np.ones(3, dtype=np.complex64), "ring", "complex64"),
+    ],
+)
 def test_allreduce_rejects(x, algorithm, match):
     with pytest.raises(ValueError, match=match):
         allreduce(x, algorithm, SerialComm())
@@ -114,6 +123,7 @@ def test_counter_refused_for_the_library_algorithm():
 
 
 # ---- cost model ---------------------------------------------------------------------------------
+
 
 def test_fit_recovers_alpha_beta():
     sizes = 4.0 ** np.arange(14)
@@ -161,6 +171,7 @@ def test_model_rejects_unknown_algorithm():
 
 # ---- under mpiexec ------------------------------------------------------------------------------
 
+
 @pytest.mark.mpi
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_equal_to_mpi_allreduce(n):
@@ -171,8 +182,19 @@ def test_equal_to_mpi_allreduce(n):
 @pytest.mark.mpi
 def test_benchmark_smoke(tmp_path):
     """The benchmark runs end to end on small sizes and writes its table, JSON and figure."""
-    out = run_mpi(2, ["benchmarks/bench_allreduce.py", "--max-bytes", "4096",
-                      "--reps", "3", "--out", str(tmp_path)], timeout=90).stdout
+    out = run_mpi(
+        2,
+        [
+            "benchmarks/bench_allreduce.py",
+            "--max-bytes",
+            "4096",
+            "--reps",
+            "3",
+            "--out",
+            str(tmp_path),
+        ],
+        timeout=90,
+    ).stdout
     assert "α=" in out and "| 2 | 4 KB | ring |" in out
     for name in ("allreduce_n2.json", "allreduce_table.md", "allreduce.png"):
         assert (tmp_path / name).stat().st_size > 0

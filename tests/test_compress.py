@@ -1,4 +1,4 @@
-"""The sparsification rules of splitnet.compress on hand-made gradients."""
+"""The sparsification rules of splitnet.parallel.compress on hand-made gradients."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from splitnet import compress as cz
+from splitnet.parallel import compress as cz
 
 # mean 0, population sigma = sqrt((9 + 9 + 1 + 1 + 0.25*4) / 10) = sqrt(2.1) = 1.449
 G = np.array([3.0, -3.0, 1.0, -1.0, 0.5, -0.5, 0.5, -0.5, 0.0, 0.0], np.float32)
@@ -91,8 +91,10 @@ def test_no_residual_drops_the_unsent_part():
 
 
 @settings(max_examples=40, deadline=None)
-@given(arrays(np.float32, (5, 30), elements=st.floats(-10, 10, width=32)),
-       st.sampled_from(["std1", "std2", "dynamic", "topk"]))
+@given(
+    arrays(np.float32, (5, 30), elements=st.floats(-10, 10, width=32)),
+    st.sampled_from(["std1", "std2", "dynamic", "topk"]),
+)
 def test_residual_conserves_the_gradient_sum(gs, name):
     """sum_t sent_t + r_T == sum_t g_t (float rounding aside)."""
     c = cz.make_compressor(name, 30, residual=True, topk_fraction=0.1)
@@ -112,8 +114,10 @@ def test_dynamic_threshold_never_rises(gs, residual):
 
 
 def test_sum_sparse_in_rank_order_and_byte_accounting():
-    parts = [(np.array([0, 3], np.int32), np.array([1.0, 2.0], np.float32)),
-             (np.array([3, 4], np.int32), np.array([0.5, -1.0], np.float32))]
+    parts = [
+        (np.array([0, 3], np.int32), np.array([1.0, 2.0], np.float32)),
+        (np.array([3, 4], np.int32), np.array([0.5, -1.0], np.float32)),
+    ]
     np.testing.assert_array_equal(cz.sum_sparse(parts, 5), [1.0, 0, 0, 2.5, -1.0])
     assert cz.sparse_bytes(0) == 4 and cz.sparse_bytes(10) == 84  # count + 4 B index + 4 B value
     assert cz.dense_bytes(10) == 40

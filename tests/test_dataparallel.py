@@ -1,4 +1,4 @@
-"""splitnet.dataparallel: sharding, dropout masks, argument errors, a 1-rank run, a 2-rank run."""
+"""parallel.dataparallel: sharding, dropout masks, argument errors, a 1-rank and a 2-rank run."""
 
 from __future__ import annotations
 
@@ -8,16 +8,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_mpi
+from conftest import load_study_script, run_mpi, run_study
 
-from splitnet import dataparallel as dp
+from splitnet.parallel import dataparallel as dp
+from splitnet.study import load_study
 
 REQUIRED = {"iteration", "threshold", "fraction_sent", "bytes_sent", "dense_bytes", "train_loss"}
 TINY = ["--channels", "2,3", "--dense", "8", "--batch-size", "8", "--quiet"]
 
 
-@pytest.mark.parametrize("batch,ranks,expect", [(7, 2, [0, 4, 7]), (8, 2, [0, 4, 8]),
-                                                (3, 4, [0, 1, 2, 3, 3]), (5, 1, [0, 5])])
+@pytest.mark.parametrize(
+    "batch,ranks,expect",
+    [(7, 2, [0, 4, 7]), (8, 2, [0, 4, 8]), (3, 4, [0, 1, 2, 3, 3]), (5, 1, [0, 5])],
+)
 def test_shard_bounds_contiguous_and_balanced(batch, ranks, expect):
     assert dp.shard_bounds(batch, ranks).tolist() == expect
 
@@ -35,16 +38,19 @@ def test_batches_cover_each_epoch():
     assert sorted(np.concatenate([next(it), next(it)]).tolist()) == list(range(10))
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--compressor", "std3"], "--compressor='std3'"),
-    (["--dataset", "cifar"], "--dataset='cifar'"),
-    (["--iterations", "0"], "--iterations=0"),
-    (["--lr", "-1"], "--lr=-1.0"),
-    (["--topk-fraction", "2"], "--topk-fraction=2.0"),
-    (["--allreduce", "ring", "--compressor", "topk"], "--allreduce='ring'"),
-    (["--channels", "4"], "--channels='4'"),
-    (["--snapshot-iterations", "0,x"], "--snapshot-iterations='0,x'"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--compressor", "std3"], "--compressor='std3'"),
+        (["--dataset", "cifar"], "--dataset='cifar'"),
+        (["--iterations", "0"], "--iterations=0"),
+        (["--lr", "-1"], "--lr=-1.0"),
+        (["--topk-fraction", "2"], "--topk-fraction=2.0"),
+        (["--allreduce", "ring", "--compressor", "topk"], "--allreduce='ring'"),
+        (["--channels", "4"], "--channels='4'"),
+        (["--snapshot-iterations", "0,x"], "--snapshot-iterations='0,x'"),
+    ],
+)
 def test_bad_arguments_exit_with_the_value(argv, needle, capsys):
     with pytest.raises(SystemExit):
         dp.parse_args(argv)
@@ -53,8 +59,21 @@ def test_bad_arguments_exit_with_the_value(argv, needle, capsys):
 
 def test_one_rank_run_writes_rows(tmp_path):
     out = tmp_path / "r.jsonl"
-    dp.main(TINY + ["--compressor", "std2", "--iterations", "4", "--eval-every", "2",
-                    "--snapshot-iterations", "0,4,99", "--out", str(out)])
+    dp.main(
+        TINY
+        + [
+            "--compressor",
+            "std2",
+            "--iterations",
+            "4",
+            "--eval-every",
+            "2",
+            "--snapshot-iterations",
+            "0,4,99",
+            "--out",
+            str(out),
+        ]
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     it, summary = rows[:-1], rows[-1]
     assert [r["iteration"] for r in it] == [0, 1, 2, 3, 4]
@@ -69,10 +88,13 @@ def test_one_rank_run_writes_rows(tmp_path):
 @pytest.mark.mpi
 def test_two_ranks_match_single_process_and_stay_identical(tmp_path):
     out = tmp_path / "dp.jsonl"
-    algo = ["ring"] if importlib.util.find_spec("splitnet.collectives") else []
+    algo = ["ring"] if importlib.util.find_spec("splitnet.parallel.collectives") else []
     proc = run_mpi(2, ["tests/mpi_scripts/dp_check.py", str(out), *algo], timeout=180)
-    for name in ["none_equals_single_process", "dynamic_replicas_identical",
-                 *(f"none_{a}_equals_single_process" for a in algo)]:
+    for name in [
+        "none_equals_single_process",
+        "dynamic_replicas_identical",
+        *(f"none_{a}_equals_single_process" for a in algo),
+    ]:
         assert f"OK {name}" in proc.stdout, proc.stdout + proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows[-1]["ranks"] == 2 and rows[-1]["replicas_identical"]
@@ -84,31 +106,54 @@ def test_two_ranks_match_single_process_and_stay_identical(tmp_path):
 
 
 def test_study_config_runs_and_table(tmp_path):
-    from splitnet.studies import sparsification as study
-
+    study = load_study_script("sparsification")
     toml = tmp_path / "s.toml"
-    toml.write_text('compressors = ["none", "topk"]\nresidual = [true, false]\n'
-                    f'results = "{tmp_path}"\nfigures = "{tmp_path}"\ndatasets = ["digits"]\n'
-                    '[digits]\niterations = 2\n')
-    cfg = study.load_config(toml)
-    assert study.run_names(cfg) == [("digits", "none", True), ("digits", "topk", True),
-                                    ("digits", "topk", False)]
+    toml.write_text(
+        'compressors = ["none", "topk"]\nresidual = [true, false]\n'
+        'datasets = ["digits"]\n[digits]\niterations = 2\n'
+    )
+    cfg = study.check(load_study(toml, study.DEFAULTS))
+    cfg["_out"] = tmp_path
+    assert study.run_names(cfg) == [
+        ("digits", "none", True),
+        ("digits", "topk", True),
+        ("digits", "topk", False),
+    ]
     for ds, comp, res in study.run_names(cfg):  # fake rows: 2 applied + 1 final iteration
-        rows = [{"iteration": t, "threshold": 0.1, "fraction_sent": 0.01 if comp == "topk" else 1,
-                 "bytes_sent": 84.0 if comp == "topk" else 400.0, "dense_bytes": 400,
-                 "train_loss": 1.0, "test_accuracy": 0.9} for t in range(3)]
-        rows.append({"summary": True, "compressor": comp, "residual": res, "ranks": 2,
-                     "n_params": 100, "iterations": 2, "batch_size": 8, "lr": 0.1, "seed": 0,
-                     "final_test_accuracy": 0.9 if res else 0.8, "replicas_identical": True})
+        rows = [
+            {
+                "iteration": t,
+                "threshold": 0.1,
+                "fraction_sent": 0.01 if comp == "topk" else 1,
+                "bytes_sent": 84.0 if comp == "topk" else 400.0,
+                "dense_bytes": 400,
+                "train_loss": 1.0,
+                "test_accuracy": 0.9,
+            }
+            for t in range(3)
+        ]
+        rows.append(
+            {
+                "summary": True,
+                "compressor": comp,
+                "residual": res,
+                "ranks": 2,
+                "n_params": 100,
+                "iterations": 2,
+                "batch_size": 8,
+                "lr": 0.1,
+                "seed": 0,
+                "final_test_accuracy": 0.9 if res else 0.8,
+                "replicas_identical": True,
+            }
+        )
         path = study.result_path(cfg, ds, comp, res)
-        path.write_text("\n".join(json.dumps(r) for r in rows))
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = study.table(study.load_runs(cfg, "digits"), "digits")
     assert "| topk | yes | 0.9000 | +0.0 | 0.0100 | 84 | 4.8x |" in text
     assert "| topk | no | 0.8000 | -10.0 |" in text
     bad = tmp_path / "bad.toml"
-    bad.write_text('compressors = ["std3"]\n')
-    with pytest.raises(ValueError, match="std3"):
-        study.load_config(bad)
-    bad.write_text('colour = "red"\n')
-    with pytest.raises(ValueError, match="colour"):
-        study.load_config(bad)
+    for text, word in (('compressors = ["std3"]\n', "std3"), ('colour = "red"\n', "colour")):
+        bad.write_text(text)
+        proc = run_study("sparsification", [str(bad)], tmp_path)
+        assert proc.returncode == 2 and word in proc.stderr and "Traceback" not in proc.stderr

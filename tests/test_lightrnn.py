@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import run_study
 
-from splitnet import lightrnn as L
-from splitnet.studies.lightrnn import closed_form_params, evaluate, load_config, windows
+from splitnet.nets import lightrnn as L
+from splitnet.nets.lightrnn import closed_form_params, evaluate, windows
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +25,21 @@ def one_thread():
 
 def test_tokenize_and_vocab():
     toks = L.tokenize("The object’s __init__ ------ Returns x=10; don't.")
-    assert toks == ["the", "object’s", "__", "init", "__", "---", "returns", "x", "=", "10", ";",
-                    "don't", "."]
+    assert toks == [
+        "the",
+        "object’s",
+        "__",
+        "init",
+        "__",
+        "---",
+        "returns",
+        "x",
+        "=",
+        "10",
+        ";",
+        "don't",
+        ".",
+    ]
     vocab = L.build_vocab(["a", "b", "a", "c", "d", "e", "a"], 3)
     # kept: a (3), then b (1, first by spelling); <unk> takes c, d, e (3) and ties a (<unk> first)
     assert vocab == [L.UNK, "a", "b"]
@@ -34,8 +48,9 @@ def test_tokenize_and_vocab():
         L.build_vocab(["a"], 1)
 
 
-@pytest.mark.parametrize("v,b", [(1, 1), (2, 2), (4, 2), (5, 3), (2000, 45), (2025, 45),
-                                 (2026, 46), (10**12, 10**6)])
+@pytest.mark.parametrize(
+    "v,b", [(1, 1), (2, 2), (4, 2), (5, 3), (2000, 45), (2025, 45), (2026, 46), (10**12, 10**6)]
+)
 def test_table_side_is_ceil_sqrt(v, b):
     assert L.table_side(v) == b
 
@@ -75,8 +90,7 @@ def scattered_allocation(v: int, side: int, seed: int):
     return cells // side, cells % side
 
 
-@pytest.mark.parametrize("v,scatter", [(7, False), (10, False), (16, False), (10, True),
-                                       (5, True)])
+@pytest.mark.parametrize("v,scatter", [(7, False), (10, False), (16, False), (10, True), (5, True)])
 def test_factorised_probabilities_sum_to_one_over_the_vocabulary(v, scatter):
     """Masking: rows with no word and empty cells of a row get probability 0, so the V words
     (and only they) share all the mass. V=10 row-major leaves row 3 empty; scattered
@@ -189,5 +203,5 @@ def test_set_allocation_rejects_bad_tables(tmp_path):
         emb.set_allocation(torch.zeros(5), torch.tensor([0, 1, 2, 0, 1]))
     bad = tmp_path / "bad.toml"
     bad.write_text('models = ["lightrnn", "word2vec"]\n')
-    with pytest.raises(ValueError, match="word2vec"):
-        load_config(bad)
+    proc = run_study("lightrnn", [str(bad)], tmp_path)
+    assert proc.returncode == 2 and "word2vec" in proc.stderr, proc.stderr

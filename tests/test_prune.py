@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.utils.prune as tprune
+from conftest import run_study
 from torch import nn
 
 from splitnet.model import build_mlp
-from splitnet.prune import (
+from splitnet.parallel.prune import (
     connection_masks,
     finetune,
     neurons_to_keep,
@@ -54,10 +55,12 @@ def test_layer_masks_equal_l1_unstructured(amount, seed):
 def test_global_masks_equal_global_unstructured(amount):
     net = tied_mlp(2)
     ref = copy.deepcopy(net)
-    tprune.global_unstructured([(lin, "weight") for lin in linears(ref)],
-                               pruning_method=tprune.L1Unstructured, amount=amount)
-    for mask, lin in zip(connection_masks(net, amount, scope="global"), linears(ref),
-                         strict=True):
+    tprune.global_unstructured(
+        [(lin, "weight") for lin in linears(ref)],
+        pruning_method=tprune.L1Unstructured,
+        amount=amount,
+    )
+    for mask, lin in zip(connection_masks(net, amount, scope="global"), linears(ref), strict=True):
         assert torch.equal(mask, lin.weight_mask)
     n = sum(lin.weight.numel() for lin in linears(net))
     expected = amount if isinstance(amount, int) else round(amount * n)
@@ -69,9 +72,9 @@ def test_threshold_and_output_layer_option():
     pruned = prune_connections(net, threshold=0.2, include_output=False)
     (w0, w1), (p0, p1) = [lin.weight for lin in linears(net)], [x.weight for x in linears(pruned)]
     assert torch.equal(p0, torch.where(w0.abs() < 0.2, torch.zeros_like(w0), w0))
-    assert torch.equal(p1, w1)                          # output layer left alone
+    assert torch.equal(p1, w1)  # output layer left alone
     assert 0 < sparsity(pruned) < 1 and sparsity(net) == 0
-    assert torch.equal(linears(net)[0].weight, w0)      # the input module is not modified
+    assert torch.equal(linears(net)[0].weight, w0)  # the input module is not modified
 
 
 @pytest.mark.parametrize("amount", [0.0, 0.34, 0.5, 3])
@@ -90,7 +93,7 @@ def test_shrunk_net_equals_torch_masked_net(activation):
     net = build_mlp([6, 10, 8, 3], activation=activation, seed=4).double()
     with torch.no_grad():
         for lin in linears(net):
-            lin.bias.uniform_(-1, 1)                    # biases large enough to matter
+            lin.bias.uniform_(-1, 1)  # biases large enough to matter
     masked = copy.deepcopy(net)
     for lin in linears(masked)[:-1]:
         tprune.ln_structured(lin, "weight", amount=0.4, n=2, dim=0)
@@ -98,7 +101,7 @@ def test_shrunk_net_equals_torch_masked_net(activation):
     assert small.sizes == (6, 6, 5, 3) and [x.out_features for x in linears(small)] == [6, 5, 3]
     x = torch.randn(32, 6, dtype=torch.float64)
     torch.testing.assert_close(small(x), masked(x), atol=1e-12, rtol=0)
-    if activation != "relu":                            # the fold is what makes them equal
+    if activation != "relu":  # the fold is what makes them equal
         unfolded = prune_neurons(net, 0.4, fold_bias=False)
         assert (unfolded(x) - masked(x)).abs().max() > 1e-3
 
@@ -125,7 +128,7 @@ def test_activity_criterion_and_at_least_one_neuron():
         act = torch.relu(linears(net)[0](X)).abs().mean(0)
     kept = neurons_to_keep(net, 0.5, "activity", X)[0]
     assert set(kept.tolist()) == set(torch.topk(act, 3).indices.tolist())
-    assert linears(prune_neurons(net, 1.0))[0].out_features == 1   # never empty a layer
+    assert linears(prune_neurons(net, 1.0))[0].out_features == 1  # never empty a layer
 
 
 def test_finetune_keeps_pruned_weights_at_zero():
@@ -138,15 +141,18 @@ def test_finetune_keeps_pruned_weights_at_zero():
         assert (lin.weight[z] == 0).all() and not torch.equal(lin.weight, b)
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda n: connection_masks(n, 1.5), "amount=1.5"),
-    (lambda n: connection_masks(n, 0.5, scope="row"), "scope='row'"),
-    (lambda n: connection_masks(n, 0.5, threshold=0.1), "exactly one"),
-    (lambda n: connection_masks(n, 999), "amount=999"),
-    (lambda n: prune_neurons(n, 0.5, criterion="l3"), "criterion='l3'"),
-    (lambda n: prune_neurons(n, 0.5, criterion="activity"), "needs data X"),
-    (lambda n: prune_neurons(n, True), "amount=True"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda n: connection_masks(n, 1.5), "amount=1.5"),
+        (lambda n: connection_masks(n, 0.5, scope="row"), "scope='row'"),
+        (lambda n: connection_masks(n, 0.5, threshold=0.1), "exactly one"),
+        (lambda n: connection_masks(n, 999), "amount=999"),
+        (lambda n: prune_neurons(n, 0.5, criterion="l3"), "criterion='l3'"),
+        (lambda n: prune_neurons(n, 0.5, criterion="activity"), "needs data X"),
+        (lambda n: prune_neurons(n, True), "amount=True"),
+    ],
+)
 def test_bad_arguments_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call(build_mlp([3, 4, 2], seed=0))
@@ -154,7 +160,7 @@ def test_bad_arguments_are_named(call, match):
 
 def test_pruned_net_runs_tensor_parallel():
     """A neuron-pruned net is a plain Sequential again: ChunkedMLP takes it as is."""
-    from splitnet.tensor_parallel import ChunkedMLP
+    from splitnet.parallel.tensor_parallel import ChunkedMLP
 
     small = prune_neurons(build_mlp([8, 16, 16, 4], seed=8), 0.75)
     x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
@@ -163,17 +169,20 @@ def test_pruned_net_runs_tensor_parallel():
 
 
 def test_pruning_study_smoke(tmp_path):
-    """The study writes one row per (method, fraction, finetuned) and the figure."""
-    from splitnet.studies.pruning import main
-
+    """The study writes one row per (method, fraction, finetuned) and the figure, under
+    results/pruning/ of the directory it runs in (never into the committed figures/)."""
     cfg = tmp_path / "p.toml"
-    cfg.write_text(f'hidden = [16, 16]\nepochs = 1\nfractions = [0.0, 0.5]\nfinetune_epochs = 1\n'
-                   f'methods = ["connections-global", "neurons-l2"]\n'
-                   f'timing_min_time = 0.0001\ntiming_repeats = 1\n'
-                   f'out = "{tmp_path / "p.jsonl"}"\nfigure = "{tmp_path / "p.png"}"\n')
-    main([str(cfg)])
-    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 * 2 * 2 and (tmp_path / "p.png").stat().st_size > 0
+    cfg.write_text(
+        "hidden = [16, 16]\nepochs = 1\nfractions = [0.0, 0.5]\nfinetune_epochs = 1\n"
+        'methods = ["connections-global", "neurons-l2"]\n'
+        "timing_min_time = 0.0001\ntiming_repeats = 1\n"
+    )
+    proc = run_study("pruning", [str(cfg)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "results" / "pruning"
+    rows = [json.loads(line) for line in (out / "pruning.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 2 and (out / "pruning.png").stat().st_size > 0
+    assert not (tmp_path / "figures").exists()
     shrunk = [r for r in rows if r["method"] == "neurons-l2" and r["fraction"] == 0.5]
     assert shrunk[0]["sizes"] == [64, 8, 8, 10]
     dense = [r for r in rows if r["method"] == "connections-global" and r["fraction"] == 0.5]

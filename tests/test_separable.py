@@ -25,8 +25,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from splitnet.model import CNN, DepthwiseSeparableConv2d, conv_mult_adds, conv_weight_count
-from splitnet.studies.separable import count_mult_adds
+from splitnet.nets.cnn import (
+    CNN,
+    DepthwiseSeparableConv2d,
+    conv_mult_adds,
+    conv_weight_count,
+    count_mult_adds,
+)
 
 
 def n_weights(mod: nn.Module) -> int:
@@ -49,8 +54,9 @@ def test_mobilenet_weight_counts_notes_numbers():
 
 
 @settings(max_examples=30, deadline=None)
-@given(k=st.sampled_from([1, 3, 5, 7]), n=st.integers(1, 48), m=st.integers(1, 48),
-       bias=st.booleans())
+@given(
+    k=st.sampled_from([1, 3, 5, 7]), n=st.integers(1, 48), m=st.integers(1, 48), bias=st.booleans()
+)
 def test_weight_count_matches_numel(k, n, m, bias):
     with torch.device("meta"):
         std = nn.Conv2d(n, m, k, bias=bias)
@@ -104,8 +110,9 @@ def test_separable_equals_grouped_then_pointwise_conv(k, pad):
     # the separable conv is a standard conv whose kernel is rank-structured:
     # W[o, i] = P[o, i] * D[i], so a dense conv with that kernel gives the same output
     dense = mod.pointwise.weight[:, :, 0, 0, None, None] * mod.depthwise.weight[:, 0][None]
-    torch.testing.assert_close(mod(x), F.conv2d(x, dense, mod.pointwise.bias, padding=pad),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        mod(x), F.conv2d(x, dense, mod.pointwise.bias, padding=pad), rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28)])
@@ -122,5 +129,6 @@ def test_cnn_separable_runs_and_saves_parameters(shape):
     ma_std = sum(count_mult_adds(std, shape).values())
     ma_sep = sum(count_mult_adds(sep, shape).values())
     h2 = shape[1] // 2
-    assert ma_std - ma_sep == (conv_mult_adds(k, n, m, h2, h2)
-                               - conv_mult_adds(k, n, m, h2, h2, separable=True))
+    assert ma_std - ma_sep == (
+        conv_mult_adds(k, n, m, h2, h2) - conv_mult_adds(k, n, m, h2, h2, separable=True)
+    )

@@ -12,11 +12,13 @@ from conftest import REPO, run_mpi
 from torch import nn
 
 from splitnet.model import build_mlp
-from splitnet.tensor_parallel import ChunkedMLP, parse_sequential, partition
+from splitnet.parallel.tensor_parallel import ChunkedMLP, parse_sequential, partition
 
 
-@pytest.mark.parametrize("n,p,counts", [(4, 2, [2, 2]), (7, 2, [4, 3]), (3, 4, [1, 1, 1, 0]),
-                                        (0, 3, [0, 0, 0]), (10, 3, [4, 3, 3])])
+@pytest.mark.parametrize(
+    "n,p,counts",
+    [(4, 2, [2, 2]), (7, 2, [4, 3]), (3, 4, [1, 1, 1, 0]), (0, 3, [0, 0, 0]), (10, 3, [4, 3, 3])],
+)
 def test_partition_is_array_split(n, p, counts):
     c, o = partition(n, p)
     assert c.tolist() == counts == [len(a) for a in np.array_split(np.arange(n), p)]
@@ -24,7 +26,7 @@ def test_partition_is_array_split(n, p, counts):
 
 
 def test_partition_rejects_bad_sizes():
-    with pytest.raises(ValueError, match="p=0"):
+    with pytest.raises(ValueError, match="k=0 parts"):
         partition(4, 0)
 
 
@@ -55,12 +57,15 @@ def test_to_torch_round_trip_is_exact_and_keeps_dtype():
         assert a.dtype == torch.float64 and torch.equal(a, b)
 
 
-@pytest.mark.parametrize("module,match", [
-    (nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.Linear(4, 2)), "Dropout"),
-    (nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), "must directly follow"),
-    (nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)), "do not chain"),
-    (nn.Linear(3, 2), "nn.Sequential"),
-])
+@pytest.mark.parametrize(
+    "module,match",
+    [
+        (nn.Sequential(nn.Linear(3, 4), nn.Dropout(), nn.Linear(4, 2)), "Dropout"),
+        (nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), "must directly follow"),
+        (nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)), "do not chain"),
+        (nn.Linear(3, 2), "nn.Sequential"),
+    ],
+)
 def test_unsupported_modules_are_named(module, match):
     with pytest.raises(ValueError, match=match):
         parse_sequential(module)
@@ -82,10 +87,16 @@ def test_chunked_mlp_on_1_to_4_ranks_and_benchmark_smoke(tmp_path):
     proc = run_mpi(4, ["tests/mpi_scripts/tp_check.py", "--bench-out", str(out)], timeout=240)
     assert "tp_check: OK on 1..4 ranks" in proc.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {(r["impl"], r["ranks"]) for r in rows} >= {("chunked", 1), ("chunked", 2),
-                                                       ("chunked", 4), ("numpy", 1), ("torch", 1)}
-    spec = importlib.util.spec_from_file_location("bench_tp", REPO / "benchmarks" /
-                                                  "bench_tensor_parallel.py")
+    assert {(r["impl"], r["ranks"]) for r in rows} >= {
+        ("chunked", 1),
+        ("chunked", 2),
+        ("chunked", 4),
+        ("numpy", 1),
+        ("torch", 1),
+    }
+    spec = importlib.util.spec_from_file_location(
+        "bench_tp", REPO / "benchmarks" / "bench_tensor_parallel.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     bench.report(out, tmp_path)

@@ -50,7 +50,7 @@ from splitnet import experiment, study  # noqa: E402
 from splitnet.combinations import Space  # noqa: E402
 from splitnet.pieces import n_params, recombine  # noqa: E402
 from splitnet.plot import mean_ci  # noqa: E402
-from splitnet.results import append_rows, open_for_append, read_rows  # noqa: E402
+from splitnet.results import append_rows, encode_row, open_for_append, read_rows  # noqa: E402
 from splitnet.rounds import RoundsResult, dp_step_bytes, train_rounds  # noqa: E402
 from splitnet.seeds import remaining_order_seed, stitch_seed  # noqa: E402
 from splitnet.sgd import accuracy, steps_per_epoch, train  # noqa: E402
@@ -74,7 +74,7 @@ ROUNDS = {
 STRATEGIES = ("random", "fixed", "random-dropout", "fixed-dropout")
 
 
-def check(raw: dict) -> dict:
+def check(raw: dict, _args: object = None) -> dict:
     """Validate the study's own tables (unknown keys and bad values are errors, not tracebacks)."""
     config_mod.from_dict(raw["config"])
     unknown = sorted(set(raw["rounds"]) - set(ROUNDS))
@@ -121,9 +121,9 @@ def poster_combination(prep: experiment.Prepared, variant: str = "straight") -> 
 
 def run_rounds(s: dict, path: Path) -> list[dict]:
     r = s["rounds"]
-    rows = read_rows(path)
+    f, rows = open_for_append(path, require="key", prefix=b"{")
     done = {row["key"] for row in rows}
-    with open_for_append(path) as f:
+    with f:
         for seed in s["seeds"]:
             for k in s["groups"]:
                 cfg = cell_config(s, seed, k)
@@ -309,9 +309,8 @@ def run_independence(s: dict, enumeration: Path, path: Path) -> list[dict]:
         }
         for r in rows
     ]
-    path.write_text("")  # derived from the enumeration: rewritten whole, never appended twice
-    with open_for_append(path) as f:
-        append_rows(f, out)
+    # derived from the enumeration: rewritten whole, never appended twice
+    path.write_bytes(b"".join(encode_row(r) for r in out))
     return out
 
 
@@ -563,13 +562,18 @@ def plot_independence(rows, s, path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args, s = study.cli(
-        __doc__, DEFAULTS, argv, check=check, extra=[("--skip-independence", "rounds only")]
+        "resplit",
+        __doc__,
+        DEFAULTS,
+        argv,
+        check=check,
+        options=[("--skip-independence", {"action": "store_true", "help": "part 1 (rounds) only"})],
     )
     torch.set_num_threads(1)
     out, figs = study.output_dirs("resplit", args.figures)
     t0 = time.perf_counter()
     rounds = out / "resplit.jsonl"
-    rows = read_rows(rounds) if args.plot_only else run_rounds(s, rounds)
+    rows = read_rows(rounds, require="key") if args.plot_only else run_rounds(s, rounds)
     ind = ind_rows = None
     if not args.skip_independence:
         path = out / "independence.jsonl"

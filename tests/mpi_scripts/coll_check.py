@@ -1,4 +1,4 @@
-"""Check splitnet.collectives.allreduce against MPI.Allreduce on every rank count.
+"""Check splitnet.parallel.collectives.allreduce against MPI.Allreduce on every rank count.
 
 Run: mpiexec -n N python -m mpi4py tests/mpi_scripts/coll_check.py   (N = 1, 2, 3, 4, ...)
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from mpi4py import MPI
 
-from splitnet.collectives import ALGORITHMS, ByteCounter, allreduce, bytes_sent
+from splitnet.parallel.collectives import ALGORITHMS, ByteCounter, allreduce, bytes_sent
 
 LENGTHS = (0, 1, 2, 7, 1000)
 DTYPES = (np.float16, np.float32, np.float64)

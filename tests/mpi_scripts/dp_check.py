@@ -1,10 +1,10 @@
-"""Check splitnet.dataparallel on N ranks against a plain single-process torch loop.
+"""Check splitnet.parallel.dataparallel on N ranks against a plain single-process torch loop.
 
 Run: mpiexec -n N python -m mpi4py tests/mpi_scripts/dp_check.py OUT.jsonl [ALGO]
 
 1. ``--compressor none`` with B = 7 (not divisible by N) and dropout on: the final parameters
    equal a plain full-batch torch run (same init, batches and dropout masks) within 1e-5.
-2. The same through ``splitnet.collectives`` allreduce ALGO (if given).
+2. The same through ``splitnet.parallel.collectives`` allreduce ALGO (if given).
 3. ``--compressor dynamic`` with residuals: every rank's parameters are bitwise identical.
 4. ``main`` with ``--out OUT.jsonl`` (the test reads the rows).
 Prints ``OK <name>`` per check; an AssertionError aborts the job under -m mpi4py.
@@ -19,10 +19,23 @@ import torch
 import torch.nn.functional as F
 from mpi4py import MPI
 
-from splitnet import dataparallel as dp
+from splitnet.parallel import dataparallel as dp
 
-TINY = ["--channels", "2,3", "--dense", "8", "--batch-size", "7", "--lr", "0.2", "--quiet",
-        "--eval-every", "2", "--snapshot-iterations", "0,3"]
+TINY = [
+    "--channels",
+    "2,3",
+    "--dense",
+    "8",
+    "--batch-size",
+    "7",
+    "--lr",
+    "0.2",
+    "--quiet",
+    "--eval-every",
+    "2",
+    "--snapshot-iterations",
+    "0,3",
+]
 
 
 def reference(args) -> np.ndarray:
@@ -53,7 +66,7 @@ def check_equals_reference(comm, extra: list[str], name: str) -> None:
         assert err < 1e-5, f"{name}: max |dp - single| = {err}"
         assert rows[-1]["replicas_identical"], name
         if "--allreduce" in extra:  # the exact bytes our collective sent, averaged over ranks
-            from splitnet.collectives import bytes_sent
+            from splitnet.parallel.collectives import bytes_sent
 
             size, n = comm.Get_size(), rows[-1]["n_params"]
             want = np.mean([bytes_sent(args.allreduce, size, 4 * n, r, 4) for r in range(size)])
@@ -78,8 +91,10 @@ def main() -> None:
         algo = sys.argv[2]
         check_equals_reference(comm, ["--allreduce", algo], f"none_{algo}_equals_single_process")
     check_replicas_identical(comm)
-    dp.main(TINY + ["--compressor", "topk", "--topk-fraction", "0.05", "--iterations", "3",
-                    "--out", out])
+    dp.main(
+        TINY
+        + ["--compressor", "topk", "--topk-fraction", "0.05", "--iterations", "3", "--out", out]
+    )
 
 
 if __name__ == "__main__":

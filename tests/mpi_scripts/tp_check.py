@@ -1,4 +1,4 @@
-"""Check splitnet.tensor_parallel.ChunkedMLP against plain torch on 1, 2, 3 and 4 ranks.
+"""Check splitnet.parallel.tensor_parallel.ChunkedMLP against plain torch on 1, 2, 3 and 4 ranks.
 
 Run: mpiexec -n 4 python -m mpi4py tests/mpi_scripts/tp_check.py [--bench-out ROWS.jsonl]
 
@@ -24,7 +24,7 @@ import torch
 from mpi4py import MPI
 from torch import nn
 
-from splitnet.tensor_parallel import ChunkedMLP
+from splitnet.parallel.tensor_parallel import ChunkedMLP
 
 TOL = 1e-5
 
@@ -36,12 +36,15 @@ def nets():
     return [
         ("relu 5-7-3-4 f32", lambda: nn.Sequential(L(5, 7), R(), L(7, 3), R(), L(3, 4))),
         ("tanh 5-7-3-4 f64", lambda: nn.Sequential(L(5, 7), T(), L(7, 3), T(), L(3, 4)).to(f64)),
-        ("sigmoid 4-3-1-2 f64",
-         lambda: nn.Sequential(L(4, 3), S(), L(3, 1), S(), L(1, 2)).to(f64)),
-        ("out-sigmoid, no-bias 6-9-5 f32",
-         lambda: nn.Sequential(L(6, 9, bias=False), R(), L(9, 5), S())),
-        ("60x3 64-60-60-60-10 f32",
-         lambda: nn.Sequential(L(64, 60), R(), L(60, 60), R(), L(60, 60), R(), L(60, 10))),
+        ("sigmoid 4-3-1-2 f64", lambda: nn.Sequential(L(4, 3), S(), L(3, 1), S(), L(1, 2)).to(f64)),
+        (
+            "out-sigmoid, no-bias 6-9-5 f32",
+            lambda: nn.Sequential(L(6, 9, bias=False), R(), L(9, 5), S()),
+        ),
+        (
+            "60x3 64-60-60-60-10 f32",
+            lambda: nn.Sequential(L(64, 60), R(), L(60, 60), R(), L(60, 60), R(), L(60, 10)),
+        ),
     ]
 
 
@@ -73,14 +76,15 @@ def check(comm, name, make) -> None:
     assert one.shape == (d_out,) and np.abs(one - out[0]).max() < TOL, f"{where}: 1-D input"
 
     for step in range(3):
-        xs, ys = x[2 * step:], y[2 * step:]     # different batch sizes reuse/add plans
+        xs, ys = x[2 * step :], y[2 * step :]  # different batch sizes reuse/add plans
         ref.zero_grad()
         loss_t = nn.functional.cross_entropy(ref(xs), ys)
         loss_t.backward()
         if step == 0:
             net.backward(xs.numpy(), ys.numpy())
-            for l, ((gw, gb), lin) in enumerate(zip(net.full_gradients(), linears(ref),
-                                                    strict=True)):
+            for l, ((gw, gb), lin) in enumerate(
+                zip(net.full_gradients(), linears(ref), strict=True)
+            ):
                 err = np.abs(gw - lin.weight.grad.numpy()).max()
                 if lin.bias is not None:
                     err = max(err, np.abs(gb - lin.bias.grad.numpy()).max())
@@ -90,8 +94,9 @@ def check(comm, name, make) -> None:
             for p in ref.parameters():
                 p -= 0.5 * p.grad
         assert abs(loss - loss_t.item()) < TOL, f"{where}: step {step} loss {loss} vs {loss_t}"
-    for (key, a), b in zip(net.to_torch().state_dict().items(), ref.state_dict().values(),
-                           strict=True):
+    for (key, a), b in zip(
+        net.to_torch().state_dict().items(), ref.state_dict().values(), strict=True
+    ):
         err = (a - b).abs().max().item()
         assert err < TOL, f"{where}: after 3 SGD steps {key} differs by {err:.3g}"
 
@@ -105,8 +110,22 @@ def bench_smoke(out: str) -> None:
     spec = importlib.util.spec_from_file_location("bench_tp", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    bench.main(["--widths", "8", "--batch", "4", "--train-batch", "4", "--min-time", "0.001",
-                "--repeats", "1", "--out", out])
+    bench.main(
+        [
+            "--widths",
+            "8",
+            "--batch",
+            "4",
+            "--train-batch",
+            "4",
+            "--min-time",
+            "0.001",
+            "--repeats",
+            "1",
+            "--out",
+            out,
+        ]
+    )
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -204,17 +205,19 @@ class LightRNNLM(nn.Module):
         l_r, l_c = torch.zeros(v, b), torch.zeros(v, b)
         state = None
         for s in range(0, data.shape[1] - 1, bptt):
-            x, y = data[:, s: s + bptt], data[:, s + 1: s + 1 + bptt]
+            x, y = data[:, s : s + bptt], data[:, s + 1 : s + 1 + bptt]
             x = x[:, : y.shape[1]]
             (rx, cx), (ry, _) = emb(x), emb(y)
             if state is None:
                 _, state = self.rnn(rx[:, :1], None)
             seq = torch.stack([cx, ry], 2).reshape(len(x), -1, cx.shape[-1])
             out, state = self.rnn(seq, state)
-            l_r.index_add_(0, y.flatten(), -F.log_softmax(self.row_out(out[:, 0::2]), -1)
-                           .reshape(-1, b))
-            l_c.index_add_(0, y.flatten(), -F.log_softmax(self.col_out(out[:, 1::2]), -1)
-                           .reshape(-1, b))
+            l_r.index_add_(
+                0, y.flatten(), -F.log_softmax(self.row_out(out[:, 0::2]), -1).reshape(-1, b)
+            )
+            l_c.index_add_(
+                0, y.flatten(), -F.log_softmax(self.col_out(out[:, 1::2]), -1).reshape(-1, b)
+            )
         return l_r, l_c
 
 
@@ -224,8 +227,12 @@ def assignment_cost(l_r, l_c, rows, cols) -> float:
     return float(l_r[w, rows].sum() + l_c[w, cols].sum())
 
 
-def reallocate(l_r: torch.Tensor, l_c: torch.Tensor, rows=None, cols=None,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def reallocate(
+    l_r: torch.Tensor,
+    l_c: torch.Tensor,
+    rows=None,
+    cols=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The allocation minimising ``assignment_cost``: a V x B^2 min-cost assignment.
 
     cost[w, i*B + j] = l_r[w, i] + l_c[w, j]; every word gets its own cell. Exact (scipy's
@@ -271,5 +278,59 @@ def embedding_softmax_params(model: nn.Module) -> dict[str, int]:
     """Parameters that depend on V (embedding, output layers) and the rest (the GRU)."""
     count = lambda mods: sum(p.numel() for m in mods for p in m.parameters())  # noqa: E731
     outs = [model.out] if isinstance(model, StandardLM) else [model.row_out, model.col_out]
-    return {"embedding": count([model.embedding]), "softmax": count(outs),
-            "rnn": count([model.rnn]), "total": count([model])}
+    return {
+        "embedding": count([model.embedding]),
+        "softmax": count(outs),
+        "rnn": count([model.rnn]),
+        "total": count([model]),
+    }
+
+
+# --- training and evaluation of the language models (truncated BPTT) -----------------------------
+
+
+def windows(data: torch.Tensor, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Truncated BPTT: (x, y) chunks of at most bptt steps, y = x shifted by one token."""
+    for s in range(0, data.shape[1] - 1, bptt):
+        y = data[:, s + 1 : s + 1 + bptt]
+        yield data[:, s : s + y.shape[1]], y
+
+
+def detach(state: torch.Tensor | None) -> torch.Tensor | None:
+    return None if state is None else state.detach()
+
+
+def train_epoch(
+    model: nn.Module, data: torch.Tensor, cfg: dict, opt: torch.optim.Optimizer
+) -> float:
+    """One epoch of truncated BPTT (``cfg``: bptt, clip); returns the mean NLL per token."""
+    model.train()
+    state, total, count = None, 0.0, 0
+    for x, y in windows(data, cfg["bptt"]):
+        nll, state = model(x, y, detach(state))
+        loss = nll.mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"])
+        opt.step()
+        total, count = total + nll.sum().item(), count + nll.numel()
+    return total / count
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: torch.Tensor, bptt: int) -> tuple[float, int]:
+    """(mean NLL per token, number of tokens): the same tokens for every model."""
+    model.eval()
+    state, total, count = None, 0.0, 0
+    for x, y in windows(data, bptt):
+        nll, state = model(x, y, state)
+        total, count = total + nll.sum().item(), count + nll.numel()
+    return total / count, count
+
+
+def closed_form_params(kind: str, v: int, d: int, h: int) -> dict[str, int]:
+    """Embedding and softmax parameters: V*d and (h+1)*V; LightRNN 2*B*d and 2*(h+1)*B."""
+    if kind == "standard":
+        return {"embedding": v * d, "softmax": (h + 1) * v}
+    b = table_side(v)
+    return {"embedding": 2 * b * d, "softmax": 2 * (h + 1) * b}

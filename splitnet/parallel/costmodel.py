@@ -2,7 +2,7 @@
 
 Sending one message of m bytes costs ``α + β·m`` (α: latency, β: seconds per byte); adding
 m bytes of floats into another buffer costs ``γ·m``; copying them ``δ·m``. With N ranks and
-K bytes per rank, along the critical path (``splitnet.collectives`` has the schedules):
+K bytes per rank, along the critical path (``splitnet.parallel.collectives`` has the schedules):
 
     ring  T = 2(N-1)·α + 2(N-1)/N·K·β + (N-1)/N·K·γ + K·δ
     tree  T = 2⌈log2 N⌉·(α + K·β) + ⌈log2 N⌉·K·γ + K·δ

@@ -41,7 +41,9 @@ import numpy as np
 from scipy.special import expit
 from torch import nn
 
+from splitnet.model import parse_sequential
 from splitnet.mpi import IN_PLACE, world
+from splitnet.partition import bounds as balanced_bounds
 
 
 # In-place activations and f'(a) written in terms of the output a = f(z), so only A is stored.
@@ -60,43 +62,14 @@ _DERIV = {
     "tanh": lambda a: 1 - a * a,
     "sigmoid": lambda a: a * (1 - a),
 }
-_MODULES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 _TORCH = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 _ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 
 
 def partition(n: int, p: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(counts, offsets)`` of n rows over p ranks, the ``np.array_split`` sizes."""
-    if n < 0 or p < 1:
-        raise ValueError(f"partition(n={n}, p={p}) needs n >= 0 and p >= 1")
-    counts = np.array([n // p + (r < n % p) for r in range(p)], dtype=np.int64)
-    return counts, np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-
-
-def parse_sequential(module: nn.Module) -> list[tuple[nn.Linear, str]]:
-    """``[(linear, activation name), ...]`` from a Sequential of Linear and activation modules."""
-    if not isinstance(module, nn.Sequential):
-        raise ValueError(f"expected an nn.Sequential of Linear/activation layers, "
-                         f"got {type(module).__name__}")
-    layers: list[tuple[nn.Linear, str]] = []
-    for i, m in enumerate(module):
-        if isinstance(m, nn.Linear):
-            layers.append((m, "identity"))
-        elif isinstance(m, nn.Identity):
-            continue
-        elif type(m) in _MODULES:
-            if not layers or layers[-1][1] != "identity":
-                raise ValueError(f"module [{i}] {m} must directly follow an nn.Linear")
-            layers[-1] = (layers[-1][0], _MODULES[type(m)])
-        else:
-            raise ValueError(f"unsupported module [{i}] {type(m).__name__}: only Linear, ReLU, "
-                             f"Tanh, Sigmoid and Identity are supported")
-    if not layers:
-        raise ValueError("the Sequential has no nn.Linear layer")
-    for (a, _), (b, _) in zip(layers[:-1], layers[1:], strict=True):
-        if a.out_features != b.in_features:
-            raise ValueError(f"Linear sizes do not chain: {a} then {b}")
-    return layers
+    """``(counts, offsets)`` of n rows over p ranks (the rule of ``splitnet.partition``)."""
+    bounds = np.array(balanced_bounds(n, p), dtype=np.int64)
+    return np.diff(bounds), bounds[:-1]
 
 
 class _Plan:
@@ -105,19 +78,23 @@ class _Plan:
     def __init__(self, net: ChunkedMLP, B: int):
         dt = net.dtype
         self.acts = [np.empty((n, B), dt) for n in net.sizes]  # A_0 .. A_L, (n_l, B)
-        self.outs = [a[o:o + c] for a, o, c in zip(self.acts[1:], net.offs, net.counts,
-                                                  strict=True)]
-        self.gather = [[a, (net.all_counts[l] * B, net.all_offs[l] * B)]
-                       for l, a in enumerate(self.acts[1:])]
+        self.outs = [
+            a[o : o + c] for a, o, c in zip(self.acts[1:], net.offs, net.counts, strict=True)
+        ]
+        self.gather = [
+            [a, (net.all_counts[l] * B, net.all_offs[l] * B)] for l, a in enumerate(self.acts[1:])
+        ]
         self.scatter = [net.all_counts[l] * B for l in range(len(net.counts))]
-        self.partial = [np.empty((n, B), dt) for n in net.sizes[1:-1]]   # sum_r W_r^T D_{l,r}
+        self.partial = [np.empty((n, B), dt) for n in net.sizes[1:-1]]  # sum_r W_r^T D_{l,r}
         # the forward hot path, one tuple per layer (W and b are only ever updated in place)
         gather = net.size > 1
-        self.steps = [(w, out, b, _activation(act, dt), spec if gather else None, full)
-                      for w, out, b, act, spec, full in zip(net.W, self.outs, net.b, net.acts,
-                                                            self.gather, self.acts[1:],
-                                                            strict=True)]
-        self.delta = [np.empty((c, B), dt) for c in net.counts]          # D_{l,r}
+        self.steps = [
+            (w, out, b, _activation(act, dt), spec if gather else None, full)
+            for w, out, b, act, spec, full in zip(
+                net.W, self.outs, net.b, net.acts, self.gather, self.acts[1:], strict=True
+            )
+        ]
+        self.delta = [np.empty((c, B), dt) for c in net.counts]  # D_{l,r}
 
 
 class ChunkedMLP:
@@ -143,8 +120,8 @@ class ChunkedMLP:
         self.offs = [int(o[self.rank]) for o in self.all_offs]
         self.W, self.b = [], []
         for w, b, o, c in zip(weights, biases, self.offs, self.counts, strict=True):
-            self.W.append(np.array(np.asarray(w)[o:o + c], dtype=self.dtype, order="C"))
-            self.b.append(np.array(np.asarray(b)[o:o + c], dtype=self.dtype).reshape(c, 1))
+            self.W.append(np.array(np.asarray(w)[o : o + c], dtype=self.dtype, order="C"))
+            self.b.append(np.array(np.asarray(b)[o : o + c], dtype=self.dtype).reshape(c, 1))
         self.dW = [np.empty_like(w) for w in self.W]
         self._plans: dict[int, _Plan] = {}
 
@@ -155,13 +132,24 @@ class ChunkedMLP:
         comm = comm or world()
         layers = parse_sequential(module)
         ws = [lin.weight.detach().cpu().numpy().copy() for lin, _ in layers]
-        bs = [(lin.bias.detach().cpu().numpy().copy() if lin.bias is not None
-               else np.zeros(lin.out_features, ws[0].dtype)) for lin, _ in layers]
+        bs = [
+            (
+                lin.bias.detach().cpu().numpy().copy()
+                if lin.bias is not None
+                else np.zeros(lin.out_features, ws[0].dtype)
+            )
+            for lin, _ in layers
+        ]
         if broadcast and comm.Get_size() > 1:  # guard against ranks built from different seeds
             for arr in ws + bs:
                 comm.Bcast(arr, root=0)
-        return cls(ws, bs, [a for _, a in layers], comm,
-                   has_bias=[lin.bias is not None for lin, _ in layers])
+        return cls(
+            ws,
+            bs,
+            [a for _, a in layers],
+            comm,
+            has_bias=[lin.bias is not None for lin, _ in layers],
+        )
 
     def _gather_rows(self, local: np.ndarray, l: int) -> np.ndarray:
         """The full ``(n_l, k)`` matrix from every rank's ``(n_r, k)`` rows of layer l."""
@@ -176,8 +164,10 @@ class ChunkedMLP:
 
     def full_parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(W_l, b_l), ...]`` assembled on every rank (collective)."""
-        return [(self._gather_rows(w, l), self._gather_rows(b, l)[:, 0])
-                for l, (w, b) in enumerate(zip(self.W, self.b, strict=True))]
+        return [
+            (self._gather_rows(w, l), self._gather_rows(b, l)[:, 0])
+            for l, (w, b) in enumerate(zip(self.W, self.b, strict=True))
+        ]
 
     def to_torch(self) -> nn.Sequential:
         """The full net as a torch ``nn.Sequential`` on every rank (collective)."""
@@ -213,11 +203,11 @@ class ChunkedMLP:
         a = plan.acts[0]
         comm = self.comm
         for w, out, b, f, spec, full in plan.steps:
-            np.dot(w, a, out=out)                   # (n_r, n_{l-1}) @ (n_{l-1}, B): my rows
+            np.dot(w, a, out=out)  # (n_r, n_{l-1}) @ (n_{l-1}, B): my rows
             out += b
             if f is not None:
                 f(out)
-            if spec is not None:                    # everyone's rows, in place
+            if spec is not None:  # everyone's rows, in place
                 comm.Allgatherv(IN_PLACE, spec)
             a = full
         return plan
@@ -236,7 +226,7 @@ class ChunkedMLP:
         y = np.asarray(y)
         plan = self._forward(x)
         B = y.shape[0]
-        logits = plan.acts[-1]                      # (C, B), identical on every rank
+        logits = plan.acts[-1]  # (C, B), identical on every rank
         if y.shape != (logits.shape[1],) or y.min() < 0 or y.max() >= logits.shape[0]:
             raise ValueError(f"y must hold {logits.shape[1]} labels in [0, {logits.shape[0]})")
         z = logits - logits.max(axis=0)
@@ -248,18 +238,18 @@ class ChunkedMLP:
         p /= B
         L = len(self.W)
         d = plan.delta[L - 1]
-        d[...] = p[self.offs[-1]:self.offs[-1] + self.counts[-1]]
-        if self.acts[-1] != "identity":             # an activation on the output layer
+        d[...] = p[self.offs[-1] : self.offs[-1] + self.counts[-1]]
+        if self.acts[-1] != "identity":  # an activation on the output layer
             d *= _DERIV[self.acts[-1]](plan.outs[-1])
         self.db = [None] * L
         for l in range(L - 1, -1, -1):
             d = plan.delta[l]
-            np.dot(d, plan.acts[l].T, out=self.dW[l])           # (n_r, B) @ (B, n_{l-1})
+            np.dot(d, plan.acts[l].T, out=self.dW[l])  # (n_r, B) @ (B, n_{l-1})
             self.db[l] = d.sum(axis=1, keepdims=True)
             if l == 0:
                 break
             part = plan.partial[l - 1]
-            np.dot(self.W[l].T, d, out=part)                    # (n_{l-1}, n_r) @ (n_r, B)
+            np.dot(self.W[l].T, d, out=part)  # (n_{l-1}, n_r) @ (n_r, B)
             nxt = plan.delta[l - 1]
             if self.size > 1:
                 self.comm.Reduce_scatter(part, nxt, plan.scatter[l - 1])
@@ -271,8 +261,10 @@ class ChunkedMLP:
 
     def full_gradients(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(dW_l, db_l), ...]`` of the last ``backward`` on every rank (collective)."""
-        return [(self._gather_rows(dw, l), self._gather_rows(db, l)[:, 0])
-                for l, (dw, db) in enumerate(zip(self.dW, self.db, strict=True))]
+        return [
+            (self._gather_rows(dw, l), self._gather_rows(db, l)[:, 0])
+            for l, (dw, db) in enumerate(zip(self.dW, self.db, strict=True))
+        ]
 
     def train_step(self, x, y, lr: float) -> float:
         """One SGD step on the batch ``(x, y)`` (mean softmax cross-entropy); returns the loss."""

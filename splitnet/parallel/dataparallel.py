@@ -1,13 +1,13 @@
 """Data-parallel CNN training with sparsified gradient exchange (seed 003).
 
-    mpiexec -n 2 python -m mpi4py -m splitnet.dataparallel --compressor dynamic \
+    mpiexec -n 2 python -m mpi4py -m splitnet.parallel.dataparallel --compressor dynamic \
         --iterations 950 --out results/dp.jsonl
 
 Iteration t (every rank, same seed, so the same global batch of B samples)::
 
     shard_r = batch[s_r : s_{r+1}]            contiguous, sizes differ by at most one
     g_r     = (1/B) sum_{j in shard_r} grad loss_j        so  sum_r g_r = full-batch mean grad
-    (I_r, v_r) = compress_r(g_r)              local rule + local residual (splitnet.compress)
+    (I_r, v_r) = compress_r(g_r)              local rule + local residual (parallel.compress)
     Allgatherv (I_r, v_r) for all r;  G = sum_r scatter(I_r, v_r)  in rank order 0..N-1
     w <- w - lr * G                           identical on every rank, bitwise
 
@@ -34,22 +34,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from splitnet import compress as cz
+from splitnet import partition
 from splitnet.data import load_dataset, three_way_split
-from splitnet.model import CNN
 from splitnet.mpi import SUM, abort_on_error, world, wtime
+from splitnet.nets.cnn import CNN
+from splitnet.parallel import compress as cz
 
 ALLREDUCE = ("mpi", "ring", "tree", "ps")
 DATASETS = ("digits", "mnist", "idx")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="splitnet.dataparallel", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="splitnet.parallel.dataparallel", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
     p.add_argument("--data-path", default="", help="IDX directory or .npz for --dataset idx")
     p.add_argument("--compressor", default="dynamic", help=f"one of {', '.join(cz.COMPRESSORS)}")
-    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=True,
-                   help="accumulate unsent gradients locally (default on)")
+    p.add_argument(
+        "--residual",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="accumulate unsent gradients locally (default on)",
+    )
     p.add_argument("--topk-fraction", type=float, default=0.004)
     p.add_argument("--allreduce", default="mpi", help="dense path: mpi, ring, tree or ps")
     p.add_argument("--iterations", type=int, default=950)
@@ -61,8 +68,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--test-fraction", type=float, default=0.25)
     p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--snapshot-iterations", default="0,50,200,550,950",
-                   help="iterations whose rows carry weight/gradient histograms")
+    p.add_argument(
+        "--snapshot-iterations",
+        default="0,50,200,550,950",
+        help="iterations whose rows carry weight/gradient histograms",
+    )
     p.add_argument("--bins", type=int, default=80, help="histogram bins of the snapshots")
     p.add_argument("--out", default="", help="JSON Lines file (rank 0 writes)")
     p.add_argument("--quiet", action="store_true")
@@ -83,17 +93,23 @@ def _int_list(name: str, text: str) -> tuple[int, ...]:
 
 def validate(a: argparse.Namespace) -> None:
     """Check every argument before any work; ValueError names the offending value."""
-    for name, value, allowed in (("--dataset", a.dataset, DATASETS),
-                                 ("--compressor", a.compressor, cz.COMPRESSORS),
-                                 ("--allreduce", a.allreduce, ALLREDUCE)):
+    for name, value, allowed in (
+        ("--dataset", a.dataset, DATASETS),
+        ("--compressor", a.compressor, cz.COMPRESSORS),
+        ("--allreduce", a.allreduce, ALLREDUCE),
+    ):
         if value not in allowed:
             raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
     if a.dataset == "idx" and not Path(a.data_path).exists():
         raise ValueError(f"--dataset idx needs an existing --data-path, got {a.data_path!r}")
     if a.allreduce != "mpi" and a.compressor != "none":
         raise ValueError(f"--allreduce={a.allreduce!r} applies to --compressor none only")
-    for name, v in (("--iterations", a.iterations), ("--batch-size", a.batch_size),
-                    ("--eval-every", a.eval_every), ("--bins", a.bins)):
+    for name, v in (
+        ("--iterations", a.iterations),
+        ("--batch-size", a.batch_size),
+        ("--eval-every", a.eval_every),
+        ("--bins", a.bins),
+    ):
         if v < 1:
             raise ValueError(f"{name}={v} must be >= 1")
     if not a.lr > 0:
@@ -116,9 +132,7 @@ def validate(a: argparse.Namespace) -> None:
 
 def shard_bounds(batch: int, ranks: int) -> np.ndarray:
     """(N+1,) offsets s_r of contiguous shards; sizes differ by at most one (some may be 0)."""
-    sizes = np.full(ranks, batch // ranks)
-    sizes[: batch % ranks] += 1
-    return np.concatenate([[0], np.cumsum(sizes)])
+    return np.array(partition.bounds(batch, ranks))
 
 
 def dropout_keep(seed: int, iteration: int, batch: int, width: int, p: float) -> torch.Tensor:
@@ -136,7 +150,7 @@ def batch_indices(seed: int, n_train: int, batch: int):
     while True:
         if pos + batch > n_train:
             perm, pos = rng.permutation(n_train), 0
-        yield perm[pos: pos + batch]
+        yield perm[pos : pos + batch]
         pos += batch
 
 
@@ -144,14 +158,23 @@ def load_data(a):
     ds = load_dataset(a.dataset, a.data_path, seed=a.seed)
     sp = three_way_split(ds, 0.5, a.test_fraction, a.seed)  # pretrain|remaining = train
     (Xtr, ytr), (Xte, yte) = sp.train, sp.test
-    return (torch.from_numpy(Xtr), torch.from_numpy(ytr), torch.from_numpy(Xte),
-            torch.from_numpy(yte), ds.image_shape)
+    return (
+        torch.from_numpy(Xtr),
+        torch.from_numpy(ytr),
+        torch.from_numpy(Xte),
+        torch.from_numpy(yte),
+        ds.image_shape,
+    )
 
 
 def build_model(a, image_shape) -> CNN:
     torch.manual_seed(a.seed)  # same initial weights on every rank
-    return CNN(image_shape, channels=_int_list("--channels", a.channels),
-               dense=a.dense or None, dropout=a.dropout)
+    return CNN(
+        image_shape,
+        channels=_int_list("--channels", a.channels),
+        dense=a.dense or None,
+        dropout=a.dropout,
+    )
 
 
 def flat_grad(model: nn.Module) -> np.ndarray:
@@ -165,7 +188,7 @@ def flat_params(model: nn.Module) -> np.ndarray:
 def set_grad(model: nn.Module, flat: np.ndarray) -> None:
     t, off = torch.from_numpy(flat), 0
     for p in model.parameters():
-        p.grad.copy_(t[off: off + p.numel()].view_as(p))
+        p.grad.copy_(t[off : off + p.numel()].view_as(p))
         off += p.numel()
 
 
@@ -193,7 +216,7 @@ def exchange_sparse(comm, sent: cz.Sparse) -> tuple[np.ndarray, np.ndarray]:
     val = np.empty(counts.sum(), np.float32)
     comm.Allgatherv(sent.indices, [idx, counts, displs, None])
     comm.Allgatherv(sent.values, [val, counts, displs, None])
-    parts = [(idx[d: d + c], val[d: d + c]) for d, c in zip(displs, counts, strict=True)]
+    parts = [(idx[d : d + c], val[d : d + c]) for d, c in zip(displs, counts, strict=True)]
     return cz.sum_sparse(parts, sent.size), counts
 
 
@@ -203,7 +226,7 @@ def exchange_dense(comm, g: np.ndarray, algorithm: str) -> tuple[np.ndarray, int
         out = np.empty_like(g)
         comm.Allreduce(g, out, op=SUM)
         return out, None
-    from splitnet import collectives  # lazy: only the non-default algorithms need it
+    from splitnet.parallel import collectives  # lazy: only the non-default algorithms need it
 
     counter = collectives.ByteCounter()
     return collectives.allreduce(g, algorithm, comm, counter=counter), counter.bytes
@@ -213,8 +236,13 @@ def histogram(x: np.ndarray, bins: int) -> dict:
     """Symmetric histogram over [-max|x|, max|x|] with the mean and sigma of x."""
     m = float(np.abs(x).max()) or 1.0
     counts, _ = np.histogram(x, bins=bins, range=(-m, m))
-    return {"lo": -m, "hi": m, "counts": counts.tolist(), "mean": float(x.mean(dtype=np.float64)),
-            "std": float(x.std(dtype=np.float64))}
+    return {
+        "lo": -m,
+        "hi": m,
+        "counts": counts.tolist(),
+        "mean": float(x.mean(dtype=np.float64)),
+        "std": float(x.std(dtype=np.float64)),
+    }
 
 
 def evaluate(model, X, y) -> float:
@@ -278,18 +306,32 @@ def train(a: argparse.Namespace, comm=None) -> tuple[nn.Module, list[dict]]:
                     p.add_(p.grad, alpha=-a.lr)
         if rank:
             continue
-        row.update(threshold=sent.threshold, fraction_sent=float(counts.sum()) / (size * n),
-                   bytes_sent=float(np.mean(bytes_each)), bytes_sent_max=int(max(bytes_each)),
-                   dense_bytes=cz.dense_bytes(n), ring_dense_bytes=cz.ring_allreduce_bytes(n, size),
-                   wire_s=cz.wire_seconds(np.mean(bytes_each)), train_loss=loss,
-                   compute_s=t1 - t0, comm_s=t2 - t1)
+        row.update(
+            threshold=sent.threshold,
+            fraction_sent=float(counts.sum()) / (size * n),
+            bytes_sent=float(np.mean(bytes_each)),
+            bytes_sent_max=int(max(bytes_each)),
+            dense_bytes=cz.dense_bytes(n),
+            ring_dense_bytes=cz.ring_allreduce_bytes(n, size),
+            wire_s=cz.wire_seconds(np.mean(bytes_each)),
+            train_loss=loss,
+            compute_s=t1 - t0,
+            comm_s=t2 - t1,
+        )
         rows.append(row)
     digests = comm.allgather(hashlib.sha256(flat_params(model).tobytes()).hexdigest())
     if rank == 0:
         meta = {k: v for k, v in vars(a).items() if k != "quiet"}
-        rows.append({"summary": True, "ranks": size, "n_params": n, **meta,
-                     "replicas_identical": len(set(digests)) == 1,
-                     "final_test_accuracy": rows[-1]["test_accuracy"]})
+        rows.append(
+            {
+                "summary": True,
+                "ranks": size,
+                "n_params": n,
+                **meta,
+                "replicas_identical": len(set(digests)) == 1,
+                "final_test_accuracy": rows[-1]["test_accuracy"],
+            }
+        )
     return model, rows
 
 
@@ -311,10 +353,12 @@ def main(argv=None) -> None:
                 write_rows(rows, args.out)
             s = rows[-1]
             mean = np.mean([r["bytes_sent"] for r in rows[:-1]])
-            print(f"{args.compressor} residual={args.residual}: test accuracy "
-                  f"{s['final_test_accuracy']:.4f}, mean bytes/rank/iter {mean:.0f} vs dense "
-                  f"{rows[0]['dense_bytes']} ({rows[0]['dense_bytes'] / mean:.1f}x), "
-                  f"replicas identical: {s['replicas_identical']}")
+            print(
+                f"{args.compressor} residual={args.residual}: test accuracy "
+                f"{s['final_test_accuracy']:.4f}, mean bytes/rank/iter {mean:.0f} vs dense "
+                f"{rows[0]['dense_bytes']} ({rows[0]['dense_bytes'] / mean:.1f}x), "
+                f"replicas identical: {s['replicas_identical']}"
+            )
 
 
 if __name__ == "__main__":

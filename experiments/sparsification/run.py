@@ -1,11 +1,13 @@
 """Seed 003 study: every compressor, with and without residuals, as real MPI runs; then figures.
 
-    python -m splitnet.studies.sparsification experiments/sparsification.toml [--plot-only]
-        [--datasets mnist]
+    python experiments/sparsification/run.py experiments/sparsification/config.toml   # ~5 min
+    python experiments/sparsification/run.py experiments/sparsification/config.toml \
+        --datasets mnist --figures
 
-Each run is ``mpiexec -n RANKS python -m mpi4py -m splitnet.dataparallel ...`` writing
-``results/sparsification/<dataset>_<compressor>[_res|_nores].jsonl``. The drawing functions read
-those files only (never train) and write into ``figures/``:
+Each run is ``mpiexec -n RANKS python -m mpi4py -m splitnet.parallel.dataparallel ...`` writing
+``results/sparsification/<dataset>_<compressor>[_res|_nores].jsonl``; a rerun skips the runs
+whose file is complete (ends with its summary row). The drawing functions read those files only
+(never train) and write into ``results/sparsification/`` (``--figures``: ``figures/``):
 
 - ``sparsification_histograms.png``  weights and pre-compression gradients at the snapshots
 - ``sparsification_threshold.png``   threshold and fraction sent against iteration
@@ -17,34 +19,42 @@ those files only (never train) and write into ``figures/``:
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
-from splitnet.compress import COMPRESSORS, wire_seconds
+import matplotlib.pyplot as plt
+import numpy as np
 
-TOP_KEYS = {"ranks", "results", "figures", "datasets", "compressors", "residual", "histogram_run"}
-DATASET_TABLES = {"digits", "mnist", "idx"}  # dataparallel --dataset values
+from splitnet import study
+from splitnet.parallel.compress import COMPRESSORS, wire_seconds
+from splitnet.results import read_rows
+
+# top-level keys, plus one table of dataparallel options per dataset (--dataset values)
+DEFAULTS = {
+    "ranks": 2,
+    "datasets": ["digits"],
+    "compressors": list(COMPRESSORS),
+    "residual": [True, False],
+    "histogram_run": "none",
+    "digits": {},
+    "mnist": {},
+    "idx": {},
+}
+OUT = Path("results/sparsification")  # set by main from study.output_dirs
 
 
-def load_config(path: str | Path, datasets: list[str] | None = None) -> dict:
-    """The study TOML: top-level keys plus one table of dataparallel options per dataset."""
-    cfg = tomllib.loads(Path(path).read_text())
-    if datasets is not None:
-        cfg["datasets"] = datasets
-    unknown = set(cfg) - TOP_KEYS - DATASET_TABLES
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)} in {str(path)!r}")
+def check(cfg: dict, args: object = None) -> dict:
+    """The datasets override, known compressors, a table of options per dataset."""
+    if getattr(args, "datasets", ""):
+        cfg["datasets"] = args.datasets.split(",")
     bad = [c for c in cfg.get("compressors", []) if c not in COMPRESSORS]
     if bad:
         raise ValueError(f"compressors {bad} are not among {', '.join(COMPRESSORS)}")
     if int(cfg.get("ranks", 2)) < 1:
         raise ValueError(f"ranks={cfg['ranks']} must be >= 1")
-    missing = [d for d in cfg.get("datasets", []) if d not in cfg]
+    missing = [d for d in cfg["datasets"] if d not in ("digits", "mnist", "idx") or not cfg[d]]
     if missing:
         raise ValueError(f"datasets {missing} have no [table] of training options")
     return cfg
@@ -62,7 +72,7 @@ def run_names(cfg: dict) -> list[tuple[str, str, bool]]:
 
 def result_path(cfg: dict, ds: str, comp: str, res: bool) -> Path:
     tail = "" if comp == "none" else ("_res" if res else "_nores")
-    return Path(cfg.get("results", "results/sparsification")) / f"{ds}_{comp}{tail}.jsonl"
+    return Path(cfg.get("_out", OUT)) / f"{ds}_{comp}{tail}.jsonl"
 
 
 def run_all(cfg: dict) -> None:
@@ -70,17 +80,40 @@ def run_all(cfg: dict) -> None:
     mpiexec = str(exe) if exe.exists() else "mpiexec"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for ds, comp, res in run_names(cfg):
+        path = result_path(cfg, ds, comp, res)
+        if (
+            path.exists()
+            and read_rows(path, require=None)[-1:]
+            and read_rows(path, require=None)[-1].get("summary")
+        ):
+            print(f"{path}: complete, skipped", flush=True)
+            continue
         opts = [f"--{k.replace('_', '-')}={v}" for k, v in cfg[ds].items()]
-        cmd = [mpiexec, "-n", str(cfg.get("ranks", 2)), sys.executable, "-m", "mpi4py",
-               "-m", "splitnet.dataparallel", "--dataset", ds, "--compressor", comp,
-               "--residual" if res else "--no-residual", *opts, "--quiet",
-               "--out", str(result_path(cfg, ds, comp, res))]
+        cmd = [
+            mpiexec,
+            "-n",
+            str(cfg.get("ranks", 2)),
+            sys.executable,
+            "-m",
+            "mpi4py",
+            "-m",
+            "splitnet.parallel.dataparallel",
+            "--dataset",
+            ds,
+            "--compressor",
+            comp,
+            "--residual" if res else "--no-residual",
+            *opts,
+            "--quiet",
+            "--out",
+            str(result_path(cfg, ds, comp, res)),
+        ]
         print(" ".join(cmd[3:]), flush=True)
         subprocess.run(cmd, check=True, env=env)
 
 
 def read_run(path: Path) -> tuple[list[dict], dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_rows(path, require=None)
     return [r for r in rows if "iteration" in r], rows[-1]
 
 
@@ -99,13 +132,14 @@ def label(comp: str, res: bool) -> str:
 
 def _style(name: str) -> dict:
     colours = dict(zip(COMPRESSORS, ["k", "C0", "C1", "C3", "C2"], strict=True))
-    return {"color": colours[name.split()[0]], "ls": "--" if "no residual" in name else "-",
-            "lw": 1.0}
+    return {
+        "color": colours[name.split()[0]],
+        "ls": "--" if "no residual" in name else "-",
+        "lw": 1.0,
+    }
 
 
 def plot_histograms(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     snaps = [r for r in rows if "weights_hist" in r]
     fig, axes = plt.subplots(2, len(snaps), figsize=(3.2 * len(snaps), 5.6), squeeze=False)
@@ -118,10 +152,16 @@ def plot_histograms(rows: list[dict], path: Path, title: str) -> None:
             if i == 1:  # where the 1 sigma and 2 sigma rules would cut
                 for k, ls in ((1, "--"), (2, ":")):
                     for sgn in (-1, 1):
-                        ax.axvline(sgn * k * h["std"], color="k", ls=ls, lw=0.8,
-                                   label=f"{k}σ" if sgn > 0 else None)
-            ax.set_title(f"{'weights' if i == 0 else 'gradients'}, iteration {r['iteration']}",
-                         fontsize=9)
+                        ax.axvline(
+                            sgn * k * h["std"],
+                            color="k",
+                            ls=ls,
+                            lw=0.8,
+                            label=f"{k}σ" if sgn > 0 else None,
+                        )
+            ax.set_title(
+                f"{'weights' if i == 0 else 'gradients'}, iteration {r['iteration']}", fontsize=9
+            )
             ax.tick_params(labelsize=7)
     axes[1][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
@@ -134,7 +174,6 @@ FLOOR = 1e-7  # log axes cannot show the dynamic rule's tau = 0
 
 
 def plot_threshold(runs: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for name, (rows, _) in runs.items():
@@ -143,10 +182,18 @@ def plot_threshold(runs: dict, path: Path) -> None:
         it = [r["iteration"] for r in rows]
         a1.plot(it, [max(r["threshold"], FLOOR) for r in rows], label=name, **_style(name))
         a2.plot(it, [r["fraction_sent"] for r in rows], label=name, **_style(name))
-    a1.set(yscale="log", xlabel="iteration", ylabel="threshold τ in |a_i| > τ (rank 0)",
-           title=f"threshold trend (τ = 0 drawn at {FLOOR:g})")
-    a2.set(yscale="log", xlabel="iteration", ylabel="fraction of entries sent",
-           title="fraction sent (all ranks)")
+    a1.set(
+        yscale="log",
+        xlabel="iteration",
+        ylabel="threshold τ in |a_i| > τ (rank 0)",
+        title=f"threshold trend (τ = 0 drawn at {FLOOR:g})",
+    )
+    a2.set(
+        yscale="log",
+        xlabel="iteration",
+        ylabel="fraction of entries sent",
+        title="fraction sent (all ranks)",
+    )
     handles, labels = a1.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
@@ -155,14 +202,17 @@ def plot_threshold(runs: dict, path: Path) -> None:
 
 
 def plot_accuracy(runs: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, (rows, _) in runs.items():
         pts = [(r["iteration"], r["test_accuracy"]) for r in rows if "test_accuracy" in r]
         ax.plot(*zip(*pts, strict=True), label=name, **_style(name))
-    ax.set(xlabel="iteration", ylabel="test accuracy", ylim=(0.5, 1.0),
-           title="test accuracy, data-parallel CNN")
+    ax.set(
+        xlabel="iteration",
+        ylabel="test accuracy",
+        ylim=(0.5, 1.0),
+        title="test accuracy, data-parallel CNN",
+    )
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -173,8 +223,10 @@ def plot_accuracy(runs: dict, path: Path) -> None:
 def table(runs: dict, ds: str) -> str:
     """Markdown: accuracy against bytes, means over the applied iterations 0..T-1."""
     base = runs["none"][1]["final_test_accuracy"] if "none" in runs else None
-    head = ("| compressor | residual | final test acc | Δ vs none (pp) | mean fraction sent "
-            "| bytes/rank/iter | dense/sent | wire ms/iter @1 Gbit/s | replicas identical |")
+    head = (
+        "| compressor | residual | final test acc | Δ vs none (pp) | mean fraction sent "
+        "| bytes/rank/iter | dense/sent | wire ms/iter @1 Gbit/s | replicas identical |"
+    )
     lines = [f"**{ds}**", "", head, "|" + "---|" * 9]
     for rows, s in runs.values():
         applied = [r for r in rows if r["iteration"] < s["iterations"]]
@@ -185,20 +237,22 @@ def table(runs: dict, ds: str) -> str:
         lines.append(
             f"| {s['compressor']} | {'yes' if s['residual'] else 'no'} | {acc:.4f} | {delta} "
             f"| {frac:.4f} | {sent:,.0f} | {applied[0]['dense_bytes'] / sent:.1f}x "
-            f"| {1e3 * wire_seconds(sent):.3f} | {s['replicas_identical']} |")
+            f"| {1e3 * wire_seconds(sent):.3f} | {s['replicas_identical']} |"
+        )
     s = next(iter(runs.values()))[1]
     dense = 4 * s["n_params"]
-    lines += ["", f"{s['ranks']} MPI ranks, {s['n_params']:,} parameters, dense gradient "
-              f"{dense:,} B = {1e3 * wire_seconds(dense):.3f} ms at 1 Gbit/s; "
-              f"{s['iterations']} iterations, global batch {s['batch_size']}, lr {s['lr']}, "
-              f"seed {s['seed']}. Sparse message = 4 B count + 8 B per entry (int32 index, "
-              f"float32 value)."]
+    lines += [
+        "",
+        f"{s['ranks']} MPI ranks, {s['n_params']:,} parameters, dense gradient "
+        f"{dense:,} B = {1e3 * wire_seconds(dense):.3f} ms at 1 Gbit/s; "
+        f"{s['iterations']} iterations, global batch {s['batch_size']}, lr {s['lr']}, "
+        f"seed {s['seed']}. Sparse message = 4 B count + 8 B per entry (int32 index, "
+        f"float32 value).",
+    ]
     return "\n".join(lines)
 
 
-def draw(cfg: dict) -> None:
-    figs = Path(cfg.get("figures", "figures"))
-    figs.mkdir(parents=True, exist_ok=True)
+def draw(cfg: dict, figs: Path) -> None:
     for ds in cfg.get("datasets", ["digits"]):
         runs = load_runs(cfg, ds)
         if not runs:
@@ -207,9 +261,12 @@ def draw(cfg: dict) -> None:
         hist = cfg.get("histogram_run", "none")
         if hist not in runs:
             raise ValueError(f"histogram_run={hist!r} is not among the runs {sorted(runs)}")
-        plot_histograms(runs[hist][0], figs / f"sparsification_histograms{suffix}.png",
-                        f"{ds}, run '{hist}': all weights (top); rank 0's gradient before "
-                        "compression, a = g + r (bottom; r = 0 without residual); lines at 1σ, 2σ")
+        plot_histograms(
+            runs[hist][0],
+            figs / f"sparsification_histograms{suffix}.png",
+            f"{ds}, run '{hist}': all weights (top); rank 0's gradient before "
+            "compression, a = g + r (bottom; r = 0 without residual); lines at 1σ, 2σ",
+        )
         plot_threshold(runs, figs / f"sparsification_threshold{suffix}.png")
         plot_accuracy(runs, figs / f"sparsification_accuracy{suffix}.png")
         text = table(runs, ds) + "\n"
@@ -217,20 +274,21 @@ def draw(cfg: dict) -> None:
         print(text)
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="splitnet.studies.sparsification")
-    p.add_argument("config", help="e.g. experiments/sparsification.toml")
-    p.add_argument("--plot-only", action="store_true", help="draw from existing results")
-    p.add_argument("--datasets", default="", help="override the config's list, e.g. mnist")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.datasets.split(",") if args.datasets else None)
-    except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
-        p.error(str(e))
+def main(argv: list[str] | None = None) -> int:
+    args, cfg = study.cli(
+        "sparsification",
+        __doc__,
+        DEFAULTS,
+        argv,
+        check=check,
+        options=[("--datasets", {"default": "", "help": "override the config's list, e.g. mnist"})],
+    )
+    cfg["_out"], figs = study.output_dirs("sparsification", args.figures)
     if not args.plot_only:
         run_all(cfg)
-    draw(cfg)
+    draw(cfg, figs)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

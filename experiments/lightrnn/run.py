@@ -1,6 +1,7 @@
 """LightRNN vs a standard embedding on the Python documentation (seed 002).
 
-Run: ``python -m splitnet.studies.lightrnn experiments/lightrnn.toml``
+    python experiments/lightrnn/run.py experiments/lightrnn/config.toml   # ~3 min, one core
+    python experiments/lightrnn/run.py experiments/lightrnn/config.toml --figures
 
 Trains, on the same token streams and with the same GRU, (1) ``standard``: V x d embedding and a
 V-way softmax, (2) ``lightrnn``: the 2-component B x B table (B = ceil(sqrt(V))) with the
@@ -8,7 +9,8 @@ frequency-ordered allocation kept fixed, (3) ``lightrnn+realloc``: the same, wit
 reallocated to cells (min-cost assignment) after the epochs in ``reallocate_after``.
 Perplexity = exp(mean NLL) over the same test tokens, with P(w) = P_r(r(w)) * P_c(c(w)) for
 LightRNN; the test uses the weights (and allocation) of the best validation epoch.
-Rows go to ``results/lightrnn.jsonl``; figure and table are drawn from that file alone.
+Rows go to ``results/lightrnn/lightrnn.jsonl`` as each epoch ends; figure and table are drawn from
+that file alone. Not resumable: a run starts the file anew.
 """
 
 from __future__ import annotations
@@ -16,27 +18,39 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
-from splitnet import lightrnn as L
-from splitnet.studies.common import load_study, save_figure, table_study_main
+from splitnet import study
+from splitnet.nets import lightrnn as L
+from splitnet.nets.lightrnn import closed_form_params, evaluate, train_epoch
+from splitnet.results import read_rows
 
 DEFAULTS = {
-    "seed": 0, "vocab_size": 2000, "dim": 64, "hidden": 128, "dropout": 0.2, "epochs": 6,
-    "batch_size": 20, "eval_batch_size": 10, "bptt": 35, "lr": 3e-3, "clip": 1.0,
-    "valid_fraction": 0.1, "test_fraction": 0.1, "reallocate_after": [2, 4],
+    "seed": 0,
+    "vocab_size": 2000,
+    "dim": 64,
+    "hidden": 128,
+    "dropout": 0.2,
+    "epochs": 6,
+    "batch_size": 20,
+    "eval_batch_size": 10,
+    "bptt": 35,
+    "lr": 3e-3,
+    "clip": 1.0,
+    "valid_fraction": 0.1,
+    "test_fraction": 0.1,
+    "reallocate_after": [2, 4],
     "models": ["standard", "lightrnn", "lightrnn+realloc"],
-    "out": "results/lightrnn.jsonl", "figure": "figures/lightrnn.png",
-    "table": "figures/lightrnn_table.md",
 }
 MODELS = ("standard", "lightrnn", "lightrnn+realloc")
 
 
-def load_config(path: str | Path) -> dict:
-    cfg = load_study(path, DEFAULTS)
+def check(cfg: dict, _args: object = None) -> dict:
     bad = [m for m in cfg["models"] if m not in MODELS]
     if bad:
         raise ValueError(f"models={bad} not in {MODELS}")
@@ -44,49 +58,6 @@ def load_config(path: str | Path) -> dict:
         if int(cfg[key]) < 1:
             raise ValueError(f"{key}={cfg[key]} must be >= 1")
     return cfg
-
-
-def windows(data: torch.Tensor, bptt: int):
-    """Truncated BPTT: (x, y) chunks of at most bptt steps, y = x shifted by one token."""
-    for s in range(0, data.shape[1] - 1, bptt):
-        y = data[:, s + 1: s + 1 + bptt]
-        yield data[:, s: s + y.shape[1]], y
-
-
-def detach(state):
-    return None if state is None else state.detach()
-
-
-def train_epoch(model, data, cfg, opt) -> float:
-    model.train()
-    state, total, count = None, 0.0, 0
-    for x, y in windows(data, cfg["bptt"]):
-        nll, state = model(x, y, detach(state))
-        loss = nll.mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"])
-        opt.step()
-        total, count = total + nll.sum().item(), count + nll.numel()
-    return total / count
-
-
-@torch.no_grad()
-def evaluate(model, data, bptt: int) -> tuple[float, int]:
-    """(mean NLL per token, number of tokens): the same tokens for every model."""
-    model.eval()
-    state, total, count = None, 0.0, 0
-    for x, y in windows(data, bptt):
-        nll, state = model(x, y, state)
-        total, count = total + nll.sum().item(), count + nll.numel()
-    return total / count, count
-
-
-def closed_form_params(kind: str, v: int, d: int, h: int) -> dict[str, int]:
-    if kind == "standard":
-        return {"embedding": v * d, "softmax": (h + 1) * v}
-    b = L.table_side(v)
-    return {"embedding": 2 * b * d, "softmax": 2 * (h + 1) * b}
 
 
 def train_model(kind: str, streams: dict, cfg: dict, emit) -> None:
@@ -99,8 +70,14 @@ def train_model(kind: str, streams: dict, cfg: dict, emit) -> None:
         t0 = time.perf_counter()
         train_nll = train_epoch(model, streams["train"], cfg, opt)
         valid_nll, _ = evaluate(model, streams["valid"], cfg["bptt"])
-        row = {"kind": "epoch", "model": kind, "epoch": epoch, "train_ppl": math.exp(train_nll),
-               "valid_ppl": math.exp(valid_nll), "realloc": None}
+        row = {
+            "kind": "epoch",
+            "model": kind,
+            "epoch": epoch,
+            "train_ppl": math.exp(train_nll),
+            "valid_ppl": math.exp(valid_nll),
+            "realloc": None,
+        }
         if valid_nll < best:
             best, best_state, best_epoch = valid_nll, copy.deepcopy(model.state_dict()), epoch
         if kind == "lightrnn+realloc" and epoch in cfg["reallocate_after"]:
@@ -110,11 +87,21 @@ def train_model(kind: str, streams: dict, cfg: dict, emit) -> None:
         emit(row)
     model.load_state_dict(best_state)  # weights and (buffers) allocation of the best epoch
     test_nll, n_test = evaluate(model, streams["test"], cfg["bptt"])
-    emit({"kind": "final", "model": kind, "test_ppl": math.exp(test_nll), "test_tokens": n_test,
-          "best_valid_ppl": math.exp(best), "best_epoch": best_epoch, "train_seconds": t_total,
-          "params": L.embedding_softmax_params(model),
-          "params_closed_form": closed_form_params(kind, cfg["vocab_size"], cfg["dim"],
-                                                   cfg["hidden"])})
+    emit(
+        {
+            "kind": "final",
+            "model": kind,
+            "test_ppl": math.exp(test_nll),
+            "test_tokens": n_test,
+            "best_valid_ppl": math.exp(best),
+            "best_epoch": best_epoch,
+            "train_seconds": t_total,
+            "params": L.embedding_softmax_params(model),
+            "params_closed_form": closed_form_params(
+                kind, cfg["vocab_size"], cfg["dim"], cfg["hidden"]
+            ),
+        }
+    )
 
 
 def reallocate_step(model, train, valid, cfg) -> dict:
@@ -133,28 +120,45 @@ def reallocate_step(model, train, valid, cfg) -> dict:
     # the assignment cost ignores that moving a word also changes the inputs (and so the states)
     # after it; the validation perplexity right after the move shows what that costs
     valid_nll, _ = evaluate(model, valid, cfg["bptt"])
-    return {"cost_before": before, "cost_after": after, "words_moved": moved,
-            "train_ppl_before": math.exp(before / n), "train_ppl_after": math.exp(after / n),
-            "valid_ppl_after": math.exp(valid_nll), "seconds": seconds}
+    return {
+        "cost_before": before,
+        "cost_after": after,
+        "words_moved": moved,
+        "train_ppl_before": math.exp(before / n),
+        "train_ppl_after": math.exp(after / n),
+        "valid_ppl_after": math.exp(valid_nll),
+        "seconds": seconds,
+    }
 
 
-def run(cfg: dict) -> list[dict]:
+def run(cfg: dict, out: Path) -> list[dict]:
     torch.set_num_threads(1)
     tokens = L.load_corpus()
     n = len(tokens)
     cut = int(n * (1 - cfg["valid_fraction"] - cfg["test_fraction"]))
     vocab = L.build_vocab(tokens[:cut], cfg["vocab_size"])  # counted on the train chunk only
-    train, valid, test = L.contiguous_split(L.encode(tokens, vocab), cfg["valid_fraction"],
-                                            cfg["test_fraction"])
-    streams = {"train": L.batchify(train, cfg["batch_size"]),
-               "valid": L.batchify(valid, cfg["eval_batch_size"]),
-               "test": L.batchify(test, cfg["eval_batch_size"])}
+    train, valid, test = L.contiguous_split(
+        L.encode(tokens, vocab), cfg["valid_fraction"], cfg["test_fraction"]
+    )
+    streams = {
+        "train": L.batchify(train, cfg["batch_size"]),
+        "valid": L.batchify(valid, cfg["eval_batch_size"]),
+        "test": L.batchify(test, cfg["eval_batch_size"]),
+    }
     unk = vocab.index(L.UNK)
-    rows = [{"kind": "corpus", "tokens": n, "train": len(train), "valid": len(valid),
-             "test": len(test), "vocab_size": len(vocab), "side": L.table_side(len(vocab)),
-             "test_unk_rate": float((test == unk).float().mean()), "config": cfg}]
-    out = Path(cfg["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "kind": "corpus",
+            "tokens": n,
+            "train": len(train),
+            "valid": len(valid),
+            "test": len(test),
+            "vocab_size": len(vocab),
+            "side": L.table_side(len(vocab)),
+            "test_unk_rate": float((test == unk).float().mean()),
+            "config": cfg,
+        }
+    ]
     out.write_text(json.dumps(rows[0]) + "\n")
 
     def emit(row):
@@ -168,39 +172,40 @@ def run(cfg: dict) -> list[dict]:
     return rows
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def table(rows: list[dict]) -> str:
     corpus = next(r for r in rows if r["kind"] == "corpus")
-    lines = [f"V = {corpus['vocab_size']} (B = {corpus['side']}), {corpus['train']:,} / "
-             f"{corpus['valid']:,} / {corpus['test']:,} train / valid / test tokens, "
-             f"test <unk> rate {corpus['test_unk_rate']:.1%}\n",
-             "| model | embedding params | softmax params | emb + softmax (closed form) | "
-             "GRU params | total | best valid ppl (epoch) | test ppl | train s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"V = {corpus['vocab_size']} (B = {corpus['side']}), {corpus['train']:,} / "
+        f"{corpus['valid']:,} / {corpus['test']:,} train / valid / test tokens, "
+        f"test <unk> rate {corpus['test_unk_rate']:.1%}\n",
+        "| model | embedding params | softmax params | emb + softmax (closed form) | "
+        "GRU params | total | best valid ppl (epoch) | test ppl | train s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in (r for r in rows if r["kind"] == "final"):
         p, c = r["params"], r["params_closed_form"]
-        lines.append(f"| {r['model']} | {p['embedding']:,} | {p['softmax']:,} | "
-                     f"{p['embedding'] + p['softmax']:,} ({c['embedding'] + c['softmax']:,}) | "
-                     f"{p['rnn']:,} | {p['total']:,} | {r['best_valid_ppl']:.1f} "
-                     f"({r['best_epoch']}) | {r['test_ppl']:.1f} | {r['train_seconds']:.0f} |")
+        lines.append(
+            f"| {r['model']} | {p['embedding']:,} | {p['softmax']:,} | "
+            f"{p['embedding'] + p['softmax']:,} ({c['embedding'] + c['softmax']:,}) | "
+            f"{p['rnn']:,} | {p['total']:,} | {r['best_valid_ppl']:.1f} "
+            f"({r['best_epoch']}) | {r['test_ppl']:.1f} | {r['train_seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], path: str | Path) -> None:
     """Validation perplexity per epoch (reallocations marked); V-dependent parameters."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     finals = [r for r in rows if r["kind"] == "final"]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
     for i, f in enumerate(finals):
         ep = [r for r in rows if r["kind"] == "epoch" and r["model"] == f["model"]]
-        ax.plot([r["epoch"] for r in ep], [r["valid_ppl"] for r in ep], "o-", color=f"C{i}",
-                label=f"{f['model']} (test {f['test_ppl']:.1f})")
+        ax.plot(
+            [r["epoch"] for r in ep],
+            [r["valid_ppl"] for r in ep],
+            "o-",
+            color=f"C{i}",
+            label=f"{f['model']} (test {f['test_ppl']:.1f})",
+        )
         for r in ep:
             if r["realloc"]:  # x: validation right after the move, before more training
                 ax.axvline(r["epoch"] + 0.5, color=f"C{i}", ls=":", lw=1)
@@ -219,13 +224,19 @@ def plot(rows: list[dict], path: str | Path) -> None:
     bx.set_ylabel("parameters")
     bx.set_title("parameters: embedding + softmax + GRU")
     bx.legend(fontsize=8)
-    save_figure(fig, path, dpi=120)
+    study.save_figure(fig, path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    table_study_main(argv, __doc__, "experiments/lightrnn.toml", load_config, run, plot, table,
-                     read_rows)
+def main(argv: list[str] | None = None) -> int:
+    args, cfg = study.cli("lightrnn", __doc__, DEFAULTS, argv, check=check)
+    out, figs = study.output_dirs("lightrnn", args.figures)
+    path = out / "lightrnn.jsonl"
+    rows = read_rows(path, require=None) if args.plot_only else run(cfg, path)
+    plot(rows, figs / "lightrnn.png")
+    (figs / "lightrnn_table.md").write_text(table(rows))
+    print(table(rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,7 +18,7 @@ algorithm  schedule                                    bytes sent, busiest rank 
 So the parameter server's root moves O(N·K) bytes, the ring O(K) per rank whatever N is
 (the lecture notes' comparison), and the tree O(K·log N) with only O(log N) latencies.
 :func:`bytes_sent` gives the exact count per rank (ring chunks need not be equal);
-``splitnet.costmodel`` turns the rounds and bytes into seconds.
+``splitnet.parallel.costmodel`` turns the rounds and bytes into seconds.
 
 Ring chunks use ``np.array_split`` boundaries: chunk i has ``K//N + (i < K % N)`` elements,
 so for K < N some chunks are empty (their messages carry 0 bytes but still happen).
@@ -39,6 +39,7 @@ import math
 
 import numpy as np
 
+from splitnet import partition
 from splitnet.mpi import IN_PLACE, SUM, world
 
 ALGORITHMS = ("ps", "tree", "ring", "mpi")
@@ -86,16 +87,23 @@ class _Link:
 
     def sendrecv(self, sendbuf: np.ndarray, dest: int, recvbuf: np.ndarray, source: int) -> None:
         self._count(sendbuf)
-        self.comm.Sendrecv(sendbuf.view(np.uint8), dest=dest, sendtag=_TAG,
-                           recvbuf=recvbuf.view(np.uint8), source=source, recvtag=_TAG)
+        self.comm.Sendrecv(
+            sendbuf.view(np.uint8),
+            dest=dest,
+            sendtag=_TAG,
+            recvbuf=recvbuf.view(np.uint8),
+            source=source,
+            recvtag=_TAG,
+        )
 
     def _count(self, buf: np.ndarray) -> None:
         if self.counter is not None:
             self.counter.add(buf)
 
 
-def allreduce(array, algorithm: str = "ring", comm=None, *,
-              counter: ByteCounter | None = None) -> np.ndarray:
+def allreduce(
+    array, algorithm: str = "ring", comm=None, *, counter: ByteCounter | None = None
+) -> np.ndarray:
     """Sum ``array`` over all ranks of ``comm`` (default: world); every rank gets the sum.
 
     Returns a new C-contiguous array of the input's shape and dtype; the input is untouched
@@ -171,13 +179,9 @@ def _tree_bcast(x: np.ndarray, rank: int, n: int, link: _Link) -> None:
 
 
 def chunk_bounds(k: int, n: int) -> list[int]:
-    """Offsets (n+1) of ``np.array_split(range(k), n)``: chunk i is ``[b[i], b[i+1])``.
-
-    Plain ints, not numpy: this runs on every call and numpy's per-call overhead (µs) would
-    dominate a small allreduce.
-    """
-    q, r = divmod(k, n)
-    return [i * q + min(i, r) for i in range(n + 1)]
+    """Offsets (n+1) of k elements in n ring chunks (``splitnet.partition.bounds``): chunk i is
+    ``[b[i], b[i+1])``; plain ints, as this runs on every allreduce."""
+    return partition.bounds(k, n)
 
 
 def _ring(x: np.ndarray, rank: int, n: int, link: _Link) -> None:
@@ -195,11 +199,11 @@ def _ring(x: np.ndarray, rank: int, n: int, link: _Link) -> None:
     for s in range(n - 1):
         c_out, c_in = (rank - s) % n, (rank - s - 1) % n
         m = b[c_in + 1] - b[c_in]
-        link.sendrecv(x[b[c_out]:b[c_out + 1]], right, tmp[:m], left)
-        x[b[c_in]:b[c_in + 1]] += tmp[:m]
+        link.sendrecv(x[b[c_out] : b[c_out + 1]], right, tmp[:m], left)
+        x[b[c_in] : b[c_in + 1]] += tmp[:m]
     for s in range(n - 1):
         c_out, c_in = (rank + 1 - s) % n, (rank - s) % n
-        link.sendrecv(x[b[c_out]:b[c_out + 1]], right, x[b[c_in]:b[c_in + 1]], left)
+        link.sendrecv(x[b[c_out] : b[c_out + 1]], right, x[b[c_in] : b[c_in + 1]], left)
 
 
 def _tree_children(rank: int, n: int) -> int:
@@ -249,5 +253,8 @@ def rounds(algorithm: str, n_ranks: int) -> int:
     """Sequential message steps on the critical path (the latency count of the cost model)."""
     if n_ranks == 1:
         return 0
-    return {"ps": 2 * (n_ranks - 1), "tree": 2 * math.ceil(math.log2(n_ranks)),
-            "ring": 2 * (n_ranks - 1)}[algorithm]
+    return {
+        "ps": 2 * (n_ranks - 1),
+        "tree": 2 * math.ceil(math.log2(n_ranks)),
+        "ring": 2 * (n_ranks - 1),
+    }[algorithm]

@@ -28,13 +28,14 @@ from __future__ import annotations
 import copy
 import numbers
 
+import numpy as np
 import torch
 from torch import nn
 
-from splitnet.tensor_parallel import parse_sequential
+from splitnet.model import parse_sequential
+from splitnet.sgd import minibatches, sgd
 
-_F = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-      "identity": lambda t: t}
+_F = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda t: t}
 CRITERIA = ("l2", "l1", "activity")
 
 
@@ -59,9 +60,15 @@ def _layers(module: nn.Module) -> list[tuple[int, nn.Linear, str]]:
 
 # -- connections ----------------------------------------------------------------------------
 
-def connection_masks(module: nn.Module, amount=None, scope: str = "layer", *,
-                     threshold: float | None = None,
-                     include_output: bool = True) -> list[torch.Tensor]:
+
+def connection_masks(
+    module: nn.Module,
+    amount=None,
+    scope: str = "layer",
+    *,
+    threshold: float | None = None,
+    include_output: bool = True,
+) -> list[torch.Tensor]:
     """One 0/1 mask per Linear weight (the output layer's too, unless ``include_output=False``)."""
     if scope not in ("layer", "global"):
         raise ValueError(f"scope={scope!r} must be 'layer' or 'global'")
@@ -77,22 +84,30 @@ def connection_masks(module: nn.Module, amount=None, scope: str = "layer", *,
     groups = [ws] if scope == "global" else [[w] for w in ws]
     masks: list[torch.Tensor] = []
     for group in groups:
-        flat = torch.cat([w.reshape(-1) for w in group])       # parameters_to_vector order
+        flat = torch.cat([w.reshape(-1) for w in group])  # parameters_to_vector order
         mask = torch.ones_like(flat)
         k = _n_to_prune(amount, flat.numel(), "connection")
         if k:
             mask[torch.topk(flat.abs(), k=k, largest=False).indices] = 0
-        masks += [m.view_as(w) for m, w in zip(mask.split([w.numel() for w in group]), group,
-                                                strict=True)]
+        masks += [
+            m.view_as(w) for m, w in zip(mask.split([w.numel() for w in group]), group, strict=True)
+        ]
     return masks
 
 
-def prune_connections(module: nn.Module, amount=None, scope: str = "layer", *,
-                      threshold: float | None = None, include_output: bool = True,
-                      inplace: bool = False) -> nn.Module:
+def prune_connections(
+    module: nn.Module,
+    amount=None,
+    scope: str = "layer",
+    *,
+    threshold: float | None = None,
+    include_output: bool = True,
+    inplace: bool = False,
+) -> nn.Module:
     """Zero the smallest |w| (by fraction/count per layer or globally, or below a threshold)."""
-    masks = connection_masks(module, amount, scope, threshold=threshold,
-                             include_output=include_output)
+    masks = connection_masks(
+        module, amount, scope, threshold=threshold, include_output=include_output
+    )
     out = module if inplace else copy.deepcopy(module)
     with torch.no_grad():
         for (_, lin, _), mask in zip(_layers(out), masks, strict=False):
@@ -107,6 +122,7 @@ def sparsity(module: nn.Module) -> float:
 
 
 # -- neurons --------------------------------------------------------------------------------
+
 
 def neuron_scores(module: nn.Module, criterion: str = "l2", X=None) -> list[torch.Tensor]:
     """A score per neuron of every hidden layer (higher = more important)."""
@@ -127,8 +143,7 @@ def neuron_scores(module: nn.Module, criterion: str = "l2", X=None) -> list[torc
     return scores
 
 
-def neurons_to_keep(module: nn.Module, amount, criterion: str = "l2",
-                    X=None) -> list[torch.Tensor]:
+def neurons_to_keep(module: nn.Module, amount, criterion: str = "l2", X=None) -> list[torch.Tensor]:
     """Sorted indices of the neurons kept in every hidden layer (``ln_structured``'s choice)."""
     keep = []
     for s in neuron_scores(module, criterion, X):
@@ -138,8 +153,15 @@ def neurons_to_keep(module: nn.Module, amount, criterion: str = "l2",
     return keep
 
 
-def prune_neurons(module: nn.Module, amount, criterion: str = "l2", *, X=None,
-                  fold_bias: bool = True, inplace: bool = False) -> nn.Module:
+def prune_neurons(
+    module: nn.Module,
+    amount,
+    criterion: str = "l2",
+    *,
+    X=None,
+    fold_bias: bool = True,
+    inplace: bool = False,
+) -> nn.Module:
     """Physically remove the lowest-scoring neurons of every hidden layer (see module doc)."""
     keep = neurons_to_keep(module, amount, criterion, X)
     out = module if inplace else copy.deepcopy(module)
@@ -153,10 +175,11 @@ def prune_neurons(module: nn.Module, amount, criterion: str = "l2", *, X=None,
             # a masked neuron's pre-activation is its *original* bias (its row is zero, so
             # the constants folded in from layer l-1 never reach it)
             lin = layers[l][1]
-            pre = (lin.bias.detach()[gone] if lin.bias is not None
-                   else W[l].new_zeros(int(gone.sum())))
-            c = _F[layers[l][2]](pre)                         # constant outputs f(b_j)
-            if c.any():                                       # e.g. sigmoid(0) = 0.5
+            pre = (
+                lin.bias.detach()[gone] if lin.bias is not None else W[l].new_zeros(int(gone.sum()))
+            )
+            c = _F[layers[l][2]](pre)  # constant outputs f(b_j)
+            if c.any():  # e.g. sigmoid(0) = 0.5
                 folded = W[l + 1][:, gone] @ c
                 b[l + 1] = folded if b[l + 1] is None else b[l + 1] + folded
         W[l] = W[l][kept]
@@ -164,8 +187,9 @@ def prune_neurons(module: nn.Module, amount, criterion: str = "l2", *, X=None,
         W[l + 1] = W[l + 1][:, kept]
     with torch.no_grad():
         for (i, _, _), w, bias in zip(layers, W, b, strict=True):
-            new = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None,
-                            dtype=w.dtype, device=w.device)
+            new = nn.Linear(
+                w.shape[1], w.shape[0], bias=bias is not None, dtype=w.dtype, device=w.device
+            )
             new.weight.copy_(w)
             if bias is not None:
                 new.bias.copy_(bias)
@@ -177,24 +201,34 @@ def prune_neurons(module: nn.Module, amount, criterion: str = "l2", *, X=None,
 
 # -- fine-tuning ----------------------------------------------------------------------------
 
-def finetune(module: nn.Module, X, y, *, epochs: int = 5, lr: float = 0.05,
-             batch_size: int = 32, seed: int = 0) -> nn.Module:
-    """SGD on cross-entropy that keeps pruned (exactly zero) weights at zero; in place."""
+
+def finetune(
+    module: nn.Module,
+    X: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray,
+    *,
+    epochs: int = 5,
+    lr: float = 0.05,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> nn.Module:
+    """Plain SGD on cross-entropy that keeps pruned (exactly zero) weights at zero; in place.
+
+    ``sgd.sgd`` with the 0/1 masks ``w != 0`` on every Linear weight: a zero gradient leaves a
+    zero weight at zero (no momentum, no decay), biases train freely.
+    """
     X = torch.as_tensor(X, dtype=next(module.parameters()).dtype)
     y = torch.as_tensor(y, dtype=torch.long)
-    masks = [(lin.weight != 0).to(lin.weight.dtype) for _, lin, _ in _layers(module)]
-    opt = torch.optim.SGD(module.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    module.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(X), generator=gen)
-        for i in range(0, len(X), batch_size):
-            idx = order[i:i + batch_size]
-            opt.zero_grad()
-            nn.functional.cross_entropy(module(X[idx]), y[idx]).backward()
-            opt.step()
-            with torch.no_grad():  # re-apply the masks: a pruned weight stays pruned
-                for (_, lin, _), m in zip(_layers(module), masks, strict=True):
-                    lin.weight.mul_(m)
-    module.eval()
+    weights = {
+        id(lin.weight): (lin.weight != 0).to(lin.weight.dtype) for _, lin, _ in _layers(module)
+    }
+    masks = [weights.get(id(p)) for p in module.parameters()]
+    sgd(
+        module,
+        X,
+        y,
+        minibatches(len(X), batch_size, seed, epochs=epochs) if epochs else [],
+        lr=lr,
+        grad_masks=masks,
+    )
     return module

@@ -182,12 +182,13 @@ class TopK(Compressor):
 
     def _select(self, a):
         mag = np.abs(a)
-        idx = np.argpartition(mag, self.size - self.k)[self.size - self.k:]
+        idx = np.argpartition(mag, self.size - self.k)[self.size - self.k :]
         return idx, float(mag[idx].min())
 
 
-def make_compressor(name: str, size: int, residual: bool = True, *,
-                    topk_fraction: float = 0.004) -> Compressor:
+def make_compressor(
+    name: str, size: int, residual: bool = True, *, topk_fraction: float = 0.004
+) -> Compressor:
     """A compressor by name (one of ``COMPRESSORS``) for flat vectors of ``size`` entries."""
     if name == "none":
         return NoCompression(size, residual)

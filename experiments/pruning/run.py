@@ -1,6 +1,7 @@
 """Pruning study (seeds 000/001): accuracy and predict time against the fraction pruned.
 
-Run: ``python -m splitnet.studies.pruning experiments/pruning.toml`` (``--plot-only`` redraws).
+    python experiments/pruning/run.py experiments/pruning/config.toml   # ~1 min
+    python experiments/pruning/run.py experiments/pruning/config.toml --figures
 
 Train a 64-h-h-10 MLP on digits, then for every method and fraction ``a``:
 
@@ -14,39 +15,51 @@ the dense torch forward (batch = the test set, and one sample), and the same wei
 ``scipy.sparse`` CSR matrices (batch); single-threaded, best-of-rounds CPU seconds.
 A zeroed connection still costs a multiply in a dense matmul, so connection pruning only pays
 with sparse kernels at high sparsity; a removed neuron shrinks two matrices and pays at once.
-One JSON line per (method, fraction, finetuned).
+One JSON line per (method, fraction, finetuned) in ``results/pruning/pruning.jsonl``, written as
+measured. Not resumable: a run starts the file anew (timings of a resumed run would mix loads).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 
+from splitnet import study
 from splitnet.data import load_dataset, three_way_split
 from splitnet.model import build_mlp
-from splitnet.prune import finetune, prune_connections, prune_neurons, sparsity
-from splitnet.studies.common import load_study, save_figure
+from splitnet.parallel.prune import finetune, prune_connections, prune_neurons, sparsity
+from splitnet.results import read_rows
+from splitnet.sgd import accuracy
 
 METHODS = ("connections-layer", "connections-global", "neurons-l2", "neurons-activity")
 DEFAULTS = {
-    "dataset": "digits", "test_fraction": 0.25, "seed": 0, "hidden": [256, 256],
-    "activation": "relu", "epochs": 40, "batch_size": 32, "lr": 0.05,
-    "fractions": [0.0, 0.25, 0.5, 0.75, 0.9], "methods": list(METHODS), "finetune_epochs": 3,
-    "finetune_lr": 0.02, "timing_min_time": 0.1, "timing_repeats": 5,
-    "out": "results/pruning.jsonl", "figure": "figures/pruning.png",
+    "dataset": "digits",
+    "test_fraction": 0.25,
+    "seed": 0,
+    "hidden": [256, 256],
+    "activation": "relu",
+    "epochs": 40,
+    "batch_size": 32,
+    "lr": 0.05,
+    "fractions": [0.0, 0.25, 0.5, 0.75, 0.9],
+    "methods": list(METHODS),
+    "finetune_epochs": 3,
+    "finetune_lr": 0.02,
+    "timing_min_time": 0.1,
+    "timing_repeats": 5,
 }
 
 
-def load_config(path: str | Path) -> dict:
-    cfg = load_study(path, DEFAULTS)
+def check(cfg: dict, _args: object = None) -> dict:
     bad = [m for m in cfg["methods"] if m not in METHODS]
     if bad:
         raise ValueError(f"methods={bad} are not among {list(METHODS)}")
@@ -56,21 +69,17 @@ def load_config(path: str | Path) -> dict:
     return cfg
 
 
-def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.inference_mode():
-        return float((model(X).argmax(1) == y).float().mean())
-
-
 def csr_predictor(model: nn.Module):
     """The net's weights as CSR matrices; forward on feature-major activations ``(d, B)``."""
     layers, acts = [], []
     for m in model:
         if isinstance(m, nn.Linear):
-            layers.append((sp.csr_matrix(m.weight.detach().numpy()),
-                           m.bias.detach().numpy()[:, None]))
+            layers.append(
+                (sp.csr_matrix(m.weight.detach().numpy()), m.bias.detach().numpy()[:, None])
+            )
             acts.append(False)
         else:
-            acts[-1] = True   # ReLU (the study's nets): applied in place below
+            acts[-1] = True  # ReLU (the study's nets): applied in place below
 
     def predict(xT: np.ndarray) -> np.ndarray:
         a = xT
@@ -79,6 +88,7 @@ def csr_predictor(model: nn.Module):
             if relu:
                 np.maximum(a, 0, out=a)
         return a
+
     return predict
 
 
@@ -115,7 +125,7 @@ def prune(model, method: str, amount: float, X_train):
     return prune_neurons(model, amount, criterion, X=X_train if criterion == "activity" else None)
 
 
-def run(cfg: dict) -> list[dict]:
+def run(cfg: dict, out: Path) -> list[dict]:
     torch.set_num_threads(1)
     splits = three_way_split(load_dataset(cfg["dataset"]), 0.5, cfg["test_fraction"], cfg["seed"])
     Xtr, ytr = (torch.from_numpy(a) for a in splits.train)
@@ -123,44 +133,75 @@ def run(cfg: dict) -> list[dict]:
     sizes = [Xtr.shape[1], *cfg["hidden"], splits.n_classes]
     base = build_mlp(sizes, cfg["activation"], seed=cfg["seed"])
     t0 = time.perf_counter()
-    finetune(base, Xtr, ytr, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-             seed=cfg["seed"])
-    print(f"trained {sizes} in {time.perf_counter() - t0:.1f} s: test accuracy "
-          f"{accuracy(base, Xte, yte):.4f}", flush=True)
+    finetune(
+        base,
+        Xtr,
+        ytr,
+        epochs=cfg["epochs"],
+        lr=cfg["lr"],
+        batch_size=cfg["batch_size"],
+        seed=cfg["seed"],
+    )
+    print(
+        f"trained {sizes} in {time.perf_counter() - t0:.1f} s: test accuracy "
+        f"{accuracy(base, Xte, yte):.4f}",
+        flush=True,
+    )
     xT, x1 = np.ascontiguousarray(Xte.numpy().T), Xte[:1]
     rows = []
-    out = Path(cfg["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
         for method in cfg["methods"]:
             for amount in cfg["fractions"]:
                 net = prune(base, method, amount, Xtr)
                 csr = csr_predictor(net)
                 with torch.inference_mode():
-                    t = best_times({"dense_batch": lambda n=net: n(Xte),
-                                    "dense_one": lambda n=net: n(x1),
-                                    "sparse_batch": lambda p=csr: p(xT)},
-                                   cfg["timing_min_time"], cfg["timing_repeats"])
+                    t = best_times(
+                        {
+                            "dense_batch": lambda n=net: n(Xte),
+                            "dense_one": lambda n=net: n(x1),
+                            "sparse_batch": lambda p=csr: p(xT),
+                        },
+                        cfg["timing_min_time"],
+                        cfg["timing_repeats"],
+                    )
                 n_params = sum(p.numel() for p in net.parameters())
-                common = {"method": method, "fraction": amount, "sizes": list(net.sizes),
-                          "params": n_params, "weight_sparsity": sparsity(net),
-                          "predict_batch_dense_s": t["dense_batch"],
-                          "predict_one_dense_s": t["dense_one"],
-                          "predict_batch_sparse_s": t["sparse_batch"],
-                          "test_samples": len(Xte), "load1": os.getloadavg()[0], "config": cfg}
+                common = {
+                    "method": method,
+                    "fraction": amount,
+                    "sizes": list(net.sizes),
+                    "params": n_params,
+                    "weight_sparsity": sparsity(net),
+                    "predict_batch_dense_s": t["dense_batch"],
+                    "predict_one_dense_s": t["dense_one"],
+                    "predict_batch_sparse_s": t["sparse_batch"],
+                    "test_samples": len(Xte),
+                    "load1": os.getloadavg()[0],
+                    "config": cfg,
+                }
                 accs = [accuracy(net, Xte, yte)]
-                if cfg["finetune_epochs"] > 0:   # in place: the pruned net is measured already
-                    finetune(net, Xtr, ytr, epochs=cfg["finetune_epochs"], lr=cfg["finetune_lr"],
-                             batch_size=cfg["batch_size"], seed=cfg["seed"] + 1)
+                if cfg["finetune_epochs"] > 0:  # in place: the pruned net is measured already
+                    finetune(
+                        net,
+                        Xtr,
+                        ytr,
+                        epochs=cfg["finetune_epochs"],
+                        lr=cfg["finetune_lr"],
+                        batch_size=cfg["batch_size"],
+                        seed=cfg["seed"] + 1,
+                    )
                     accs.append(accuracy(net, Xte, yte))
                 for tuned_flag, acc in zip((False, True), accs, strict=False):
                     row = {**common, "finetuned": tuned_flag, "test_acc": acc}
                     rows.append(row)
                     f.write(json.dumps(row) + "\n")
-                print(f"{method:19s} a={amount:.1f} params={n_params:6d} "
-                      f"acc={accs[0]:.4f}" + (f" tuned={accs[1]:.4f}" if len(accs) > 1 else "")
-                      + f"  dense {t['dense_batch'] * 1e3:.3f} ms sparse "
-                      f"{t['sparse_batch'] * 1e3:.3f} ms", flush=True)
+                print(
+                    f"{method:19s} a={amount:.1f} params={n_params:6d} "
+                    f"acc={accs[0]:.4f}"
+                    + (f" tuned={accs[1]:.4f}" if len(accs) > 1 else "")
+                    + f"  dense {t['dense_batch'] * 1e3:.3f} ms sparse "
+                    f"{t['sparse_batch'] * 1e3:.3f} ms",
+                    flush=True,
+                )
     return rows
 
 
@@ -177,60 +218,80 @@ def table(rows: list[dict]) -> str:
             dense = f"{r['predict_batch_dense_s'] * 1e3:.3f}"
             if m.startswith("connections"):
                 dense += f" / csr {r['predict_batch_sparse_s'] * 1e3:.3f}"
-            cells.append(f"{r['test_acc']:.3f}" + (f" ({rt['test_acc']:.3f})" if rt else "")
-                         + f", {dense} ms")
+            cells.append(
+                f"{r['test_acc']:.3f}"
+                + (f" ({rt['test_acc']:.3f})" if rt else "")
+                + f", {dense} ms"
+            )
         lines.append(f"| {a:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     colors = dict(zip(METHODS, ("tab:blue", "tab:cyan", "tab:red", "tab:orange"), strict=True))
     for m in dict.fromkeys(r["method"] for r in rows):
         for tuned, style in ((False, "o-"), (True, "s--")):
-            rs = sorted((r for r in rows if r["method"] == m and r["finetuned"] == tuned),
-                        key=lambda r: r["fraction"])
+            rs = sorted(
+                (r for r in rows if r["method"] == m and r["finetuned"] == tuned),
+                key=lambda r: r["fraction"],
+            )
             if rs:
-                ax1.plot([r["fraction"] for r in rs], [r["test_acc"] for r in rs], style,
-                         color=colors[m], ms=4, label=m + (" + fine-tune" if tuned else ""))
-        rs = sorted((r for r in rows if r["method"] == m and not r["finetuned"]),
-                    key=lambda r: r["fraction"])
+                ax1.plot(
+                    [r["fraction"] for r in rs],
+                    [r["test_acc"] for r in rs],
+                    style,
+                    color=colors[m],
+                    ms=4,
+                    label=m + (" + fine-tune" if tuned else ""),
+                )
+        rs = sorted(
+            (r for r in rows if r["method"] == m and not r["finetuned"]),
+            key=lambda r: r["fraction"],
+        )
         fr = [r["fraction"] for r in rs]
-        ax2.plot(fr, [r["predict_batch_dense_s"] * 1e3 for r in rs], "o-", color=colors[m],
-                 ms=4, label=f"{m} (dense)")
+        ax2.plot(
+            fr,
+            [r["predict_batch_dense_s"] * 1e3 for r in rs],
+            "o-",
+            color=colors[m],
+            ms=4,
+            label=f"{m} (dense)",
+        )
         if m.startswith("connections"):
-            ax2.plot(fr, [r["predict_batch_sparse_s"] * 1e3 for r in rs], "x:", color=colors[m],
-                     label=f"{m} (CSR)")
+            ax2.plot(
+                fr,
+                [r["predict_batch_sparse_s"] * 1e3 for r in rs],
+                "x:",
+                color=colors[m],
+                label=f"{m} (CSR)",
+            )
     n_test = rows[0]["test_samples"]
-    ax1.set(xlabel="fraction pruned (of weights, or of hidden neurons)", ylabel="test accuracy",
-            title=f"Accuracy after pruning ({'-'.join(map(str, rows[0]['sizes']))} at 0)")
-    ax2.set(xlabel="fraction pruned (of weights, or of hidden neurons)",
-            ylabel=f"predict CPU time, batch of {n_test} (ms)",
-            title="Predict time (1 thread, best of rounds)")
+    ax1.set(
+        xlabel="fraction pruned (of weights, or of hidden neurons)",
+        ylabel="test accuracy",
+        title=f"Accuracy after pruning ({'-'.join(map(str, rows[0]['sizes']))} at 0)",
+    )
+    ax2.set(
+        xlabel="fraction pruned (of weights, or of hidden neurons)",
+        ylabel=f"predict CPU time, batch of {n_test} (ms)",
+        title="Predict time (1 thread, best of rounds)",
+    )
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    save_figure(fig, path, dpi=110)
+    study.save_figure(fig, path, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("config", help="TOML, e.g. experiments/pruning.toml")
-    p.add_argument("--plot-only", action="store_true", help="redraw from the existing JSONL")
-    args = p.parse_args(argv)
-    cfg = load_config(args.config)
-    if args.plot_only:
-        rows = [json.loads(line) for line in Path(cfg["out"]).read_text().splitlines()]
-    else:
-        rows = run(cfg)
-    plot(rows, cfg["figure"])
+def main(argv: list[str] | None = None) -> int:
+    args, cfg = study.cli("pruning", __doc__, DEFAULTS, argv, check=check)
+    out, figs = study.output_dirs("pruning", args.figures)
+    path = out / "pruning.jsonl"
+    rows = read_rows(path, require=None) if args.plot_only else run(cfg, path)
+    plot(rows, figs / "pruning.png")
     print(table(rows))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The seeds' other models: the MNIST CNN (with a depthwise-separable option) and LightRNN."""
