@@ -5,7 +5,8 @@ Run (each rank count appends its results; the table and figure cover every count
     .venv/bin/mpiexec -n 4 .venv/bin/python -m mpi4py benchmarks/bench_allreduce.py
     .venv/bin/python benchmarks/bench_allreduce.py --plot-only      # redraw from the JSON files
 
-Writes figures/allreduce_n{N}.json (raw), figures/allreduce_table.md, figures/allreduce.png.
+Writes allreduce_n{N}.json (raw), allreduce_table.md, allreduce.png into results/ (``--out
+figures`` refreshes the committed ones).
 Timing: a barrier, then one allreduce per repetition; a repetition's time is the slowest
 rank's; after warm-up we keep the minimum over repetitions (the quiet-machine estimate: other
 processes on a shared machine only ever add time) and the median. α, β come from a ping-pong run
@@ -22,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from splitnet.mpi import MPI, world, wtime
 from splitnet.parallel.collectives import ALGORITHMS, ByteCounter, allreduce, bytes_sent
 from splitnet.parallel.costmodel import CostParams, calibrate, local_rates, predict
-from splitnet.mpi import MPI, world, wtime
 
-FIG = Path(__file__).resolve().parents[1] / "figures"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 COLORS = {"ps": "tab:red", "tree": "tab:green", "ring": "tab:blue", "mpi": "black"}
 
 
@@ -239,7 +240,12 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=4, help="size multiplier between points")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default: by size)")
-    ap.add_argument("--out", type=Path, default=FIG)
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="folder of the raw JSON, table and figure (figures/ holds the committed ones)",
+    )
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()

@@ -362,7 +362,11 @@ def main(argv=None) -> None:
     p.add_argument("--no-baselines", dest="baselines", action="store_false")
     p.add_argument("--out", default=str(ROOT / "results" / "tensor_parallel.jsonl"))
     p.add_argument("--report", action="store_true", help="print the table, draw the figures")
-    p.add_argument("--fig-dir", default=str(ROOT / "figures"))
+    p.add_argument(
+        "--fig-dir",
+        default=str(ROOT / "results"),
+        help="where the figures go (figures/ holds the committed ones)",
+    )
     args = p.parse_args(argv)
     if args.report:
         report(Path(args.out), Path(args.fig_dir))
