@@ -48,34 +48,24 @@ class Prepared:
         return n_combinations(self.config, self.space)
 
 
-def pretrain(cfg: Config, data: Splits) -> MLP:
-    sizes = [data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes]
-    net = build_mlp(sizes, cfg.model.activation, seed=init_seed(cfg))
+def _train(cfg: Config, net: MLP, data: tuple, epochs: int, seed: int) -> MLP:
     t = cfg.train
     train(
-        net,
-        *data.pretrain,
-        epochs=t.pretrain_epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        momentum=t.momentum,
-        seed=pretrain_order_seed(cfg),
+        net, *data, epochs=epochs, batch_size=t.batch_size, lr=t.lr, momentum=t.momentum, seed=seed
     )
     return net
 
 
+def pretrain(cfg: Config, data: Splits) -> MLP:
+    sizes = [data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes]
+    net = build_mlp(sizes, cfg.model.activation, seed=init_seed(cfg))
+    return _train(cfg, net, data.pretrain, cfg.train.pretrain_epochs, pretrain_order_seed(cfg))
+
+
 def baseline(cfg: Config, data: Splits, net: MLP) -> float:
     """The unsplit pretrained net trained on the remaining data with the pieces' budget."""
-    t = cfg.train
-    net = copy.deepcopy(net)
-    train(
-        net,
-        *data.remaining,
-        epochs=t.piece_epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        momentum=t.momentum,
-        seed=remaining_order_seed(cfg),
+    net = _train(
+        cfg, copy.deepcopy(net), data.remaining, cfg.train.piece_epochs, remaining_order_seed(cfg)
     )
     return accuracy(net, *data.test)
 

@@ -77,6 +77,7 @@ class SerialComm:
 Comm = Any  # an mpi4py communicator, or SerialComm
 IN_PLACE = MPI.IN_PLACE if MPI is not None else object()
 SUM = MPI.SUM if MPI is not None else None
+MAX = MPI.MAX if MPI is not None else None  # (SerialComm ignores the op)
 
 
 def _array(buf: Any) -> np.ndarray:

@@ -23,6 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .results import read_rows  # noqa: E402
+
 RESULTS = Path("results")
 FIGURES = Path("figures")
 
@@ -90,6 +92,31 @@ def output_dirs(name: str, figures: bool) -> tuple[Path, Path]:
     rows.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
     return rows, figs
+
+
+def table_study(
+    name: str,
+    doc: str,
+    defaults: dict[str, Any],
+    argv: Sequence[str] | None,
+    *,
+    check: Callable[[dict[str, Any], argparse.Namespace], dict[str, Any]],
+    run: Callable[[dict[str, Any], Path], list[dict]],
+    plot: Callable[[list[dict], Path], None],
+    table: Callable[[list[dict]], str],
+) -> int:
+    """The whole life of a study with one rows file, one figure and one table:
+    ``run(cfg, rows_path)`` (or reread with ``--plot-only``), ``plot``, write and print ``table``.
+    """
+    args, cfg = cli(name, doc, defaults, argv, check=check)
+    out, figs = output_dirs(name, args.figures)
+    path = out / f"{name}.jsonl"
+    rows = read_rows(path, require=None) if args.plot_only else run(cfg, path)
+    plot(rows, figs / f"{name}.png")
+    text = table(rows)
+    (figs / f"{name}_table.md").write_text(text)
+    print(text)
+    return 0
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> None:

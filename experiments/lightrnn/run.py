@@ -28,7 +28,6 @@ import torch
 from splitnet import study
 from splitnet.nets import lightrnn as L
 from splitnet.nets.lightrnn import closed_form_params, evaluate, train_epoch
-from splitnet.results import read_rows
 
 DEFAULTS = {
     "seed": 0,
@@ -228,14 +227,9 @@ def plot(rows: list[dict], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, cfg = study.cli("lightrnn", __doc__, DEFAULTS, argv, check=check)
-    out, figs = study.output_dirs("lightrnn", args.figures)
-    path = out / "lightrnn.jsonl"
-    rows = read_rows(path, require=None) if args.plot_only else run(cfg, path)
-    plot(rows, figs / "lightrnn.png")
-    (figs / "lightrnn_table.md").write_text(table(rows))
-    print(table(rows))
-    return 0
+    return study.table_study(
+        "lightrnn", __doc__, DEFAULTS, argv, check=check, run=run, plot=plot, table=table
+    )
 
 
 if __name__ == "__main__":

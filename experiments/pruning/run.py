@@ -37,7 +37,6 @@ from splitnet import study
 from splitnet.data import load_dataset, three_way_split
 from splitnet.model import build_mlp
 from splitnet.parallel.prune import finetune, prune_connections, prune_neurons, sparsity
-from splitnet.results import read_rows
 from splitnet.sgd import accuracy
 
 METHODS = ("connections-layer", "connections-global", "neurons-l2", "neurons-activity")
@@ -284,13 +283,9 @@ def plot(rows: list[dict], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, cfg = study.cli("pruning", __doc__, DEFAULTS, argv, check=check)
-    out, figs = study.output_dirs("pruning", args.figures)
-    path = out / "pruning.jsonl"
-    rows = read_rows(path, require=None) if args.plot_only else run(cfg, path)
-    plot(rows, figs / "pruning.png")
-    print(table(rows))
-    return 0
+    return study.table_study(
+        "pruning", __doc__, DEFAULTS, argv, check=check, run=run, plot=plot, table=table
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import torch
 from splitnet import study
 from splitnet.data import load_dataset, three_way_split
 from splitnet.nets.cnn import CNN, conv2_closed_forms, count_mult_adds
-from splitnet.results import read_rows
 from splitnet.sgd import accuracy, train
 
 DEFAULTS = {
@@ -205,14 +204,9 @@ def plot(rows: list[dict], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, cfg = study.cli("separable", __doc__, DEFAULTS, argv, check=check)
-    out, figs = study.output_dirs("separable", args.figures)
-    path = out / "separable.jsonl"
-    rows = read_rows(path, require=None) if args.plot_only else run(cfg, path)
-    plot(rows, figs / "separable.png")
-    (figs / "separable_table.md").write_text(table(rows))
-    print(table(rows))
-    return 0
+    return study.table_study(
+        "separable", __doc__, DEFAULTS, argv, check=check, run=run, plot=plot, table=table
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ For N input and M output channels its weights cost ``K*K*N + N*M`` instead of ``
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -53,9 +51,9 @@ class CNN(nn.Module):
 
     def __init__(
         self,
-        image_shape=(1, 8, 8),
+        image_shape: tuple[int, int, int] = (1, 8, 8),
         n_classes: int = 10,
-        channels=(32, 64),
+        channels: tuple[int, int] = (32, 64),
         kernel_size: int | None = None,
         dense: int | None = None,
         dropout: float = 0.5,
@@ -96,57 +94,3 @@ class CNN(nn.Module):
         if x.dim() == 2:  # flat pixels from splitnet.data -> (n, c, h, w)
             x = x.view(-1, *self.image_shape)
         return self.classifier(self.features(x))
-
-
-def count_mult_adds(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Multiply-adds of one forward pass of one sample, counted with forward hooks.
-
-    Conv2d: every output element costs (in_channels / groups) * kH * kW multiply-adds, so a
-    depthwise conv (groups = N) costs K*K per output element and a 1x1 conv costs N.
-    Linear: in_features per output element. Bias adds, ReLU and pooling are not counted (as in
-    MobileNet). Works on the ``meta`` device, so paper-sized layers cost no memory or time.
-    """
-    counts: dict[str, int] = {}
-    hooks = []
-
-    def hook(name):
-        def fn(mod, inp, out):
-            per_out = (
-                mod.in_channels // mod.groups * math.prod(mod.kernel_size)
-                if isinstance(mod, nn.Conv2d)
-                else mod.in_features
-            )
-            counts[name] = counts.get(name, 0) + out[0].numel() * per_out  # out[0]: one sample
-
-        return fn
-
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear)):
-            hooks.append(mod.register_forward_hook(hook(name)))
-    try:
-        dev = next(model.parameters()).device
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=dev))
-    finally:
-        for h in hooks:
-            h.remove()
-    return counts
-
-
-def conv2_closed_forms(model: CNN) -> dict[str, int]:
-    """The second conv's weights and multiply-adds from the closed forms above."""
-    conv = model.features[3]
-    sep = model.separable
-    first = conv.depthwise if sep else conv
-    k, n = first.kernel_size[0], first.in_channels
-    m = (conv.pointwise if sep else conv).out_channels
-    _, h, w = model.image_shape
-    oh, ow = h // 2, w // 2  # after the first pool; 'same' padding keeps the size (odd k)
-    return {
-        "k": k,
-        "n": n,
-        "m": m,
-        "out_hw": oh,
-        "weights": conv_weight_count(k, n, m, sep),
-        "mult_adds": conv_mult_adds(k, n, m, oh, ow, sep),
-    }

@@ -20,8 +20,9 @@ So the parameter server's root moves O(N·K) bytes, the ring O(K) per rank whate
 :func:`bytes_sent` gives the exact count per rank (ring chunks need not be equal);
 ``splitnet.parallel.costmodel`` turns the rounds and bytes into seconds.
 
-Ring chunks use ``np.array_split`` boundaries: chunk i has ``K//N + (i < K % N)`` elements,
-so for K < N some chunks are empty (their messages carry 0 bytes but still happen).
+Ring chunks are ``splitnet.partition.bounds(K, N)`` (``np.array_split``'s): chunk i has
+``K//N + (i < K % N)`` elements, so for K < N some chunks are empty (their messages carry
+0 bytes but still happen).
 
 Determinism: each element's sum is formed in one fixed order on one rank and then copied,
 so every rank ends with bitwise the same array (ps: ``((x_0 + x_1) + x_2) ...`` on rank 0;
@@ -38,9 +39,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from splitnet import partition
-from splitnet.mpi import IN_PLACE, SUM, world
+from ..mpi import IN_PLACE, SUM, Comm, world
+from ..partition import bounds
 
 ALGORITHMS = ("ps", "tree", "ring", "mpi")
 _TAG = 7002  # one tag for all our traffic: per-pair message order is what keeps steps apart
@@ -75,7 +77,7 @@ class ByteCounter:
 class _Link:
     """The three point-to-point calls the algorithms use, on byte views, with counting."""
 
-    def __init__(self, comm, counter: ByteCounter | None):
+    def __init__(self, comm: Comm, counter: ByteCounter | None):
         self.comm, self.counter = comm, counter
 
     def send(self, buf: np.ndarray, dest: int) -> None:
@@ -102,7 +104,11 @@ class _Link:
 
 
 def allreduce(
-    array, algorithm: str = "ring", comm=None, *, counter: ByteCounter | None = None
+    array: ArrayLike,
+    algorithm: str = "ring",
+    comm: Comm | None = None,
+    *,
+    counter: ByteCounter | None = None,
 ) -> np.ndarray:
     """Sum ``array`` over all ranks of ``comm`` (default: world); every rank gets the sum.
 
@@ -178,12 +184,6 @@ def _tree_bcast(x: np.ndarray, rank: int, n: int, link: _Link) -> None:
         mask >>= 1
 
 
-def chunk_bounds(k: int, n: int) -> list[int]:
-    """Offsets (n+1) of k elements in n ring chunks (``splitnet.partition.bounds``): chunk i is
-    ``[b[i], b[i+1])``; plain ints, as this runs on every allreduce."""
-    return partition.bounds(k, n)
-
-
 def _ring(x: np.ndarray, rank: int, n: int, link: _Link) -> None:
     """Reduce-scatter then allgather around the ring ``r -> r+1``.
 
@@ -193,7 +193,7 @@ def _ring(x: np.ndarray, rank: int, n: int, link: _Link) -> None:
     chunk (r + 1) mod N. Allgather step s: send chunk (r + 1 - s) mod N, receive chunk
     (r - s) mod N into place (a copy, no arithmetic, so every rank ends bitwise equal).
     """
-    b = chunk_bounds(x.size, n)
+    b = bounds(x.size, n)  # chunk i is x[b[i] : b[i+1]] (plain ints: this runs every call)
     right, left = (rank + 1) % n, (rank - 1) % n
     tmp = _scratch(b[1] - b[0], x.dtype)  # chunk 0 is the largest
     for s in range(n - 1):
@@ -239,7 +239,7 @@ def bytes_sent(algorithm: str, n_ranks: int, n_bytes: int, rank: int, itemsize: 
         return (n - 1) * n_bytes if rank == 0 else n_bytes
     if algorithm == "tree":
         return ((rank > 0) + _tree_children(rank, n)) * n_bytes
-    b = chunk_bounds(k, n)
+    b = bounds(k, n)
     c = [b[i + 1] - b[i] for i in range(n)]
     return (2 * k - c[(rank + 1) % n] - c[(rank + 2) % n]) * itemsize
 

@@ -23,14 +23,14 @@ ranks sharing cores (more ranks than cores): it describes ranks that each own a 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from splitnet.mpi import MPI, wtime
+from ..mpi import MAX, Comm, wtime
 
 _TAG = 7003
-_MAX = MPI.MAX if MPI is not None else None  # (SerialComm ignores the op)
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ class CostParams:
     delta: float = 0.0
 
 
-def fit_alpha_beta(sizes, times) -> tuple[float, float]:
+def fit_alpha_beta(
+    sizes: Sequence[float] | np.ndarray, times: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
     """Least-squares ``t ≈ α + β·m`` minimising ``Σ ((α + β·m_i - t_i) / t_i)²``.
 
     Relative residuals weigh a 1 µs point like a 10 ms one. Negative estimates (possible
@@ -78,7 +80,9 @@ def predict(algorithm: str, n_ranks: int, n_bytes: float, p: CostParams) -> floa
     raise ValueError(f"no cost model for algorithm {algorithm!r}")
 
 
-def ping_pong(comm, sizes, reps: int = 20, warmup: int = 3) -> np.ndarray:
+def ping_pong(
+    comm: Comm, sizes: Sequence[int] | np.ndarray, reps: int = 20, warmup: int = 3
+) -> np.ndarray:
     """Fastest one-way time (round trip / 2) per message size between ranks 0 and 1.
 
     The minimum, not the mean: on a shared machine other processes only ever add time, and
@@ -112,7 +116,7 @@ def ping_pong(comm, sizes, reps: int = 20, warmup: int = 3) -> np.ndarray:
     return out
 
 
-def local_rates(comm, n_bytes: int, reps: int = 5) -> tuple[float, float]:
+def local_rates(comm: Comm, n_bytes: int, reps: int = 5) -> tuple[float, float]:
     """(γ, δ) at this size: seconds per byte of numpy's in-place add and of ``allreduce``'s copy.
 
     Timed on every rank at once (the slowest rank counts), because that is how the algorithms
@@ -131,12 +135,14 @@ def local_rates(comm, n_bytes: int, reps: int = 5) -> tuple[float, float]:
         c = np.array(a, copy=True)
         t2 = wtime()
         del c
-        t_add = min(t_add, comm.allreduce(t1 - t0, op=_MAX))
-        t_copy = min(t_copy, comm.allreduce(t2 - t1, op=_MAX))
+        t_add = min(t_add, comm.allreduce(t1 - t0, op=MAX))
+        t_copy = min(t_copy, comm.allreduce(t2 - t1, op=MAX))
     return t_add / a.nbytes, t_copy / a.nbytes
 
 
-def calibrate(comm, sizes=None, reps: int = 20) -> tuple[CostParams, np.ndarray, np.ndarray]:
+def calibrate(
+    comm: Comm, sizes: Sequence[int] | np.ndarray | None = None, reps: int = 20
+) -> tuple[CostParams, np.ndarray, np.ndarray]:
     """Fit α, β from a ping-pong and measure γ, δ at 16 MB; returns (params, sizes, times)."""
     sizes = np.asarray(sizes if sizes is not None else [4**e for e in range(14)])
     times = ping_pong(comm, sizes, reps=reps)

@@ -6,7 +6,7 @@ The selection is ``torch.topk(|w|, k, largest=False)`` on the same flattened ten
 the weights concatenated in module order), so the masks equal ``torch.nn.utils.prune``'s
 ``l1_unstructured`` / ``global_unstructured(L1Unstructured)`` bit for bit, ties included.
 ``threshold=t`` prunes instead every ``|w| < t``. Biases are never pruned (the slides' ``Ab``).
-A zeroed weight still costs a multiply in a dense matmul: see ``splitnet.studies.pruning``.
+A zeroed weight still costs a multiply in a dense matmul: see ``experiments/pruning/run.py``.
 
 Neurons. Hidden neuron j of layer l is scored by the L2 (or L1) norm of its incoming row
 ``W_l[j, :]``, or by its mean ``|a_j|`` on data X (``criterion="activity"``); per hidden layer
@@ -32,14 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from splitnet.model import parse_sequential
-from splitnet.sgd import minibatches, sgd
+from ..model import parse_sequential
+from ..sgd import minibatches, sgd
 
 _F = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda t: t}
 CRITERIA = ("l2", "l1", "activity")
+Amount = float | int  # a fraction in [0, 1], or a count
+Data = torch.Tensor | np.ndarray
 
 
-def _n_to_prune(amount, n: int, what: str) -> int:
+def _n_to_prune(amount: Amount, n: int, what: str) -> int:
     """torch's rule: an int is a count, a float in [0, 1] gives ``round(amount * n)``."""
     if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
         raise ValueError(f"{what} amount={amount!r} must be a float in [0, 1] or an int count")
@@ -63,7 +65,7 @@ def _layers(module: nn.Module) -> list[tuple[int, nn.Linear, str]]:
 
 def connection_masks(
     module: nn.Module,
-    amount=None,
+    amount: Amount | None = None,
     scope: str = "layer",
     *,
     threshold: float | None = None,
@@ -97,7 +99,7 @@ def connection_masks(
 
 def prune_connections(
     module: nn.Module,
-    amount=None,
+    amount: Amount | None = None,
     scope: str = "layer",
     *,
     threshold: float | None = None,
@@ -124,7 +126,9 @@ def sparsity(module: nn.Module) -> float:
 # -- neurons --------------------------------------------------------------------------------
 
 
-def neuron_scores(module: nn.Module, criterion: str = "l2", X=None) -> list[torch.Tensor]:
+def neuron_scores(
+    module: nn.Module, criterion: str = "l2", X: Data | None = None
+) -> list[torch.Tensor]:
     """A score per neuron of every hidden layer (higher = more important)."""
     layers = _layers(module)[:-1]
     if criterion in ("l2", "l1"):
@@ -143,7 +147,9 @@ def neuron_scores(module: nn.Module, criterion: str = "l2", X=None) -> list[torc
     return scores
 
 
-def neurons_to_keep(module: nn.Module, amount, criterion: str = "l2", X=None) -> list[torch.Tensor]:
+def neurons_to_keep(
+    module: nn.Module, amount: Amount, criterion: str = "l2", X: Data | None = None
+) -> list[torch.Tensor]:
     """Sorted indices of the neurons kept in every hidden layer (``ln_structured``'s choice)."""
     keep = []
     for s in neuron_scores(module, criterion, X):
@@ -155,10 +161,10 @@ def neurons_to_keep(module: nn.Module, amount, criterion: str = "l2", X=None) ->
 
 def prune_neurons(
     module: nn.Module,
-    amount,
+    amount: Amount,
     criterion: str = "l2",
     *,
-    X=None,
+    X: Data | None = None,
     fold_bias: bool = True,
     inplace: bool = False,
 ) -> nn.Module:
@@ -204,8 +210,8 @@ def prune_neurons(
 
 def finetune(
     module: nn.Module,
-    X: torch.Tensor | np.ndarray,
-    y: torch.Tensor | np.ndarray,
+    X: Data,
+    y: Data,
     *,
     epochs: int = 5,
     lr: float = 0.05,

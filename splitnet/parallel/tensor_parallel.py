@@ -8,11 +8,12 @@ The partition (seeds 000/001, written Megatron-style). Layer l computes, for a b
 
 Rank r owns the rows ``off_r : off_r + n_r`` of W and b, i.e. the neurons of its chunk, and
 computes ``Y_r = f(X W_r^T + b_r)`` on the *full* previous output X; an Allgatherv assembles
-``Y = [Y_0, ..., Y_{p-1}]`` on every rank as the next layer's input. The sizes follow
-``np.array_split``: ``n_r = n // p + (r < n % p)`` and ``off_r = r * (n // p) + min(r, n % p)``,
-so the first ``n % p`` ranks hold one extra neuron and, when ``n < p``, the last ranks own 0 rows
-(they still take part in every collective, with a count of 0). For ``p | n`` this is the slides'
-``chunk = n / p``, rank r computing ``layer[r*chunk : r*chunk+chunk]``.
+``Y = [Y_0, ..., Y_{p-1}]`` on every rank as the next layer's input. The sizes are those of
+``splitnet.partition`` (``np.array_split``'s): ``n_r = n // p + (r < n % p)`` and
+``off_r = r * (n // p) + min(r, n % p)``, so the first ``n % p`` ranks hold one extra neuron
+and, when ``n < p``, the last ranks own 0 rows (they still take part in every collective, with
+a count of 0). For ``p | n`` this is the slides' ``chunk = n / p``, rank r computing
+``layer[r*chunk : r*chunk+chunk]``.
 
 Layout: activations are kept feature-major, ``A_l`` of shape ``(n_l, B)``. A rank's chunk
 ``W_r @ A_{l-1}`` is then a contiguous row block of ``A_l``, computed straight into its place in
@@ -37,17 +38,21 @@ A p-rank net equals the 1-rank net up to float summation order: the same weights
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
+import torch
+from numpy.typing import ArrayLike
 from scipy.special import expit
 from torch import nn
 
-from splitnet.model import parse_sequential
-from splitnet.mpi import IN_PLACE, world
-from splitnet.partition import bounds as balanced_bounds
+from ..model import parse_sequential
+from ..mpi import IN_PLACE, Comm, world
+from ..partition import bounds
 
 
 # In-place activations and f'(a) written in terms of the output a = f(z), so only A is stored.
-def _activation(name: str, dtype):
+def _activation(name: str, dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray] | None:
     zero = np.zeros((), dtype)  # a 0-d array of the same dtype: the cheapest ufunc operand
     return {
         "relu": lambda z: np.maximum(z, zero, out=z),
@@ -64,12 +69,6 @@ _DERIV = {
 }
 _TORCH = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 _ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
-
-
-def partition(n: int, p: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(counts, offsets)`` of n rows over p ranks (the rule of ``splitnet.partition``)."""
-    bounds = np.array(balanced_bounds(n, p), dtype=np.int64)
-    return np.diff(bounds), bounds[:-1]
 
 
 class _Plan:
@@ -100,7 +99,15 @@ class _Plan:
 class ChunkedMLP:
     """An MLP whose every layer is split by neurons (output rows) across ``comm``'s ranks."""
 
-    def __init__(self, weights, biases, activations, comm=None, *, has_bias=None):
+    def __init__(
+        self,
+        weights: Sequence[ArrayLike],
+        biases: Sequence[ArrayLike],
+        activations: Sequence[str],
+        comm: Comm | None = None,
+        *,
+        has_bias: Sequence[bool] | None = None,
+    ):
         """``weights[l]``: the full ``(n_l, n_{l-1})`` matrix on every rank; each keeps its rows."""
         self.comm = comm or world()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -113,9 +120,10 @@ class ChunkedMLP:
                 raise ValueError(f"activation={a!r} is not one of {', '.join(_ACTIVATIONS)}")
         self.sizes = [int(np.shape(weights[0])[1])] + [int(np.shape(w)[0]) for w in weights]
         self.has_bias = list(has_bias) if has_bias is not None else [True] * len(weights)
-        parts = [partition(n, self.size) for n in self.sizes[1:]]
-        self.all_counts = [c for c, _ in parts]
-        self.all_offs = [o for _, o in parts]
+        # rank r owns rows b[r] : b[r+1] of every layer (splitnet.partition: np.array_split's)
+        parts = [np.array(bounds(n, self.size), dtype=np.int64) for n in self.sizes[1:]]
+        self.all_counts = [np.diff(b) for b in parts]
+        self.all_offs = [b[:-1] for b in parts]
         self.counts = [int(c[self.rank]) for c in self.all_counts]
         self.offs = [int(o[self.rank]) for o in self.all_offs]
         self.W, self.b = [], []
@@ -127,7 +135,9 @@ class ChunkedMLP:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_torch(cls, module: nn.Module, comm=None, broadcast: bool = True) -> ChunkedMLP:
+    def from_torch(
+        cls, module: nn.Module, comm: Comm | None = None, broadcast: bool = True
+    ) -> ChunkedMLP:
         """Slice every rank's rows out of ``module`` (rank 0's weights if ``broadcast``)."""
         comm = comm or world()
         layers = parse_sequential(module)
@@ -171,8 +181,6 @@ class ChunkedMLP:
 
     def to_torch(self) -> nn.Sequential:
         """The full net as a torch ``nn.Sequential`` on every rank (collective)."""
-        import torch
-
         mods: list[nn.Module] = []
         for (w, b), act, hb in zip(self.full_parameters(), self.acts, self.has_bias, strict=True):
             lin = nn.Linear(w.shape[1], w.shape[0], bias=hb).to(torch.from_numpy(w).dtype)
@@ -194,7 +202,7 @@ class ChunkedMLP:
             plan = self._plans[B] = _Plan(self, B)
         return plan
 
-    def _forward(self, x: np.ndarray) -> _Plan:
+    def _forward(self, x: ArrayLike) -> _Plan:
         x = np.asarray(x, dtype=self.dtype)
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
             raise ValueError(f"x.shape={x.shape} must be (batch, {self.sizes[0]})")
@@ -212,7 +220,7 @@ class ChunkedMLP:
             a = full
         return plan
 
-    def forward(self, x) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """Full output ``(B, d_out)`` on every rank (``(d_out,)`` for one 1-D sample)."""
         x = np.asarray(x)
         if x.ndim == 1:
@@ -221,7 +229,7 @@ class ChunkedMLP:
 
     __call__ = forward
 
-    def backward(self, x, y) -> float:
+    def backward(self, x: ArrayLike, y: ArrayLike) -> float:
         """Forward, then this rank's ``self.dW[l]`` and ``self.db[l]``; returns the mean CE loss."""
         y = np.asarray(y)
         plan = self._forward(x)
@@ -266,7 +274,7 @@ class ChunkedMLP:
             for l, (dw, db) in enumerate(zip(self.dW, self.db, strict=True))
         ]
 
-    def train_step(self, x, y, lr: float) -> float:
+    def train_step(self, x: ArrayLike, y: ArrayLike, lr: float) -> float:
         """One SGD step on the batch ``(x, y)`` (mean softmax cross-entropy); returns the loss."""
         loss = self.backward(x, y)
         for l in range(len(self.W)):
@@ -275,6 +283,6 @@ class ChunkedMLP:
                 self.b[l] -= lr * self.db[l]
         return loss
 
-    def predict(self, x) -> np.ndarray:
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """Class labels (argmax of the output)."""
         return np.argmax(self.forward(np.atleast_2d(x)), axis=1)
