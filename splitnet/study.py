@@ -1,36 +1,54 @@
 """What the study scripts in ``experiments/<study>/run.py`` share: their command line, the TOML
-loader, where results and figures go, saving figures.
+loader, where results and figures go, resuming a rows file, saving figures.
 
     python experiments/<study>/run.py experiments/<study>/config.toml [--plot-only] [--figures]
 
 Rows go to ``results/<study>/`` (appended as they complete; a rerun skips what is recorded, or
 the study says it does not resume). Figures and tables go there too, unless ``--figures`` asks
 to refresh the committed ones in ``figures/``: following the README never rewrites committed
-files by accident. A bad TOML or an unknown key is a one-line message and exit status 2.
+files by accident. A bad TOML, an unknown key or a value of the wrong type is a one-line
+message and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .results import read_rows  # noqa: E402
+from .results import open_for_append, read_rows  # noqa: E402
 
 RESULTS = Path("results")
 FIGURES = Path("figures")
 
 
+def _same_type(value: Any, default: Any) -> bool:
+    """TOML's types against the default's: an int is a float, a bool is not an int."""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
 def load_study(path: str | Path, defaults: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated by the TOML at ``path``; an unknown key is a ValueError naming it."""
+    """``defaults`` updated by the TOML at ``path``.
+
+    ValueError, naming the file, for an unreadable file, a file that is not TOML, an unknown
+    key or a value whose type is not the default's.
+    """
     try:
         raw = tomllib.loads(Path(path).read_text())
     except OSError as e:
@@ -40,7 +58,19 @@ def load_study(path: str | Path, defaults: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(raw) - set(defaults))
     if unknown:
         raise ValueError(f"unknown keys {unknown} in {str(path)!r}; known: {sorted(defaults)}")
+    for key, value in raw.items():
+        if not _same_type(value, defaults[key]):
+            raise ValueError(
+                f"{key}={value!r} in {str(path)!r} must be a {type(defaults[key]).__name__} "
+                f"(like the default {defaults[key]!r})"
+            )
     return {**defaults, **raw}
+
+
+def fail(name: str, message: str) -> NoReturn:
+    """The one way a study stops on a bad input: ``<study>: error: ...`` and exit status 2."""
+    print(f"{name}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def cli(
@@ -58,7 +88,9 @@ def cli(
     more ``(--flag, add_argument keywords)``. A ValueError is one line and exit status 2.
     """
     p = argparse.ArgumentParser(
-        prog=f"experiments/{name}/run.py", description=doc.strip().splitlines()[0]
+        prog=f"experiments/{name}/run.py",
+        description=doc.strip().splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("config", help=f"the study's TOML, e.g. experiments/{name}/config.toml")
     p.add_argument(
@@ -79,9 +111,8 @@ def cli(
         cfg = load_study(args.config, defaults)
         if check is not None:
             cfg = check(cfg, args)
-    except ValueError as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except (ValueError, TypeError) as e:  # TypeError: a check met a value of another shape
+        fail(name, str(e))
     return args, cfg
 
 
@@ -94,34 +125,62 @@ def output_dirs(name: str, figures: bool) -> tuple[Path, Path]:
     return rows, figs
 
 
-def table_study(
-    name: str,
-    doc: str,
-    defaults: dict[str, Any],
-    argv: Sequence[str] | None,
-    *,
-    check: Callable[[dict[str, Any], argparse.Namespace], dict[str, Any]],
-    run: Callable[[dict[str, Any], Path], list[dict]],
-    plot: Callable[[list[dict], Path], None],
-    table: Callable[[list[dict]], str],
-) -> int:
-    """The whole life of a study with one rows file, one figure and one table:
-    ``run(cfg, rows_path)`` (or reread with ``--plot-only``), ``plot``, write and print ``table``.
+def config_hash(cfg: dict[str, Any]) -> str:
+    """12 hex digits of the study config (its JSON, keys sorted): what a row was made with."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _check_config(path: Path, cfg: dict[str, Any]) -> Callable[[list[dict[str, Any]]], None]:
+    want = config_hash(cfg)
+
+    def same_config(rows: list[dict[str, Any]]) -> None:
+        if any(r["config_hash"] != want for r in rows):
+            raise ValueError(
+                f"{str(path)!r} holds rows of another config of this study; move it away to "
+                "start anew (or restore the config the rows were made with)"
+            )
+
+    return same_config
+
+
+def resume(path: Path, cfg: dict[str, Any]) -> tuple[BinaryIO, list[dict[str, Any]]]:
+    """(``path`` opened for appending rows, the rows already there) for a resumable study.
+
+    Every row carries ``config_hash``; a file holding rows of another config is refused with a
+    ValueError naming it (never mixed in, never overwritten). A torn last line, from a kill
+    mid-write, is cut. The caller appends with ``splitnet.results.append_rows``.
     """
-    args, cfg = cli(name, doc, defaults, argv, check=check)
-    out, figs = output_dirs(name, args.figures)
-    path = out / f"{name}.jsonl"
-    rows = read_rows(path, require=None) if args.plot_only else run(cfg, path)
-    plot(rows, figs / f"{name}.png")
-    text = table(rows)
-    (figs / f"{name}_table.md").write_text(text)
-    print(text)
-    return 0
+    return open_for_append(path, require="config_hash", prefix=b"{", check=_check_config(path, cfg))
 
 
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> None:
-    """tight_layout, create the folder, save, close (figures are written, never shown)."""
-    fig.tight_layout()
+def recorded(path: Path, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of ``path`` for ``--plot-only`` (read only), refused as in ``resume``."""
+    rows = read_rows(path, require="config_hash")
+    if not rows:
+        raise ValueError(f"no rows in {str(path)!r} yet: run without --plot-only first")
+    _check_config(path, cfg)(rows)
+    return rows
+
+
+def rows_file(
+    name: str, path: Path, cfg: dict[str, Any], *, plot_only: bool
+) -> tuple[BinaryIO | None, list[dict[str, Any]]]:
+    """A resumable study's rows: ``(file to append to, rows so far)``, or ``(None, rows)`` for
+    ``--plot-only``; a file of another config, or no rows to plot, is ``fail`` (exit 2)."""
+    try:
+        return (None, recorded(path, cfg)) if plot_only else resume(path, cfg)
+    except ValueError as e:
+        fail(name, str(e))
+
+
+def save_figure(
+    fig: plt.Figure,
+    path: str | Path,
+    dpi: int = 120,
+    rect: tuple[float, float, float, float] | None = None,
+) -> None:
+    """tight_layout (within ``rect``), create the folder, save, close (never shown)."""
+    fig.tight_layout(rect=rect)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)

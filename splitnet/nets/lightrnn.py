@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ def load_corpus() -> list[str]:
     ~465k characters of English prose with grammar snippets; topics in sorted order so the
     contiguous train/valid/test chunks are the same on every machine with the same Python.
     """
-    from pydoc_data.topics import topics
+    from pydoc_data.topics import topics  # ~0.5 MB of text: loaded only by the study
 
     return tokenize("\n".join(topics[k] for k in sorted(topics)))
 
@@ -69,7 +69,9 @@ def encode(tokens: list[str], vocab: list[str]) -> torch.Tensor:
     return torch.tensor([index.get(t, unk) for t in tokens], dtype=torch.long)
 
 
-def contiguous_split(ids: torch.Tensor, valid: float, test: float):
+def contiguous_split(
+    ids: torch.Tensor, valid: float, test: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train, valid, test) as consecutive chunks: no sentence is shared between them."""
     if not (0 < valid < 1 and 0 < test < 1 and valid + test < 1):
         raise ValueError(f"valid={valid}, test={test} must be in (0, 1) with sum < 1")
@@ -90,7 +92,9 @@ def table_side(vocab_size: int) -> int:
     return math.isqrt(vocab_size - 1) + 1  # ceil(sqrt(V)) without float rounding
 
 
-def frequency_allocation(counts, side: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def frequency_allocation(
+    counts: Sequence[int] | torch.Tensor, side: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cells in row-major frequency order: the k-th most frequent word goes to (k // B, k % B).
 
     Row 0 holds the B most frequent words, row 1 the next B, ...; the B^2 - V empty cells are the
@@ -120,7 +124,13 @@ def check_allocation(rows: torch.Tensor, cols: torch.Tensor, side: int) -> None:
 class LightRNNEmbedding(nn.Module):
     """Row table R (B x d) and column table C (B x d); word w -> (R[r(w)], C[c(w)])."""
 
-    def __init__(self, vocab_size: int, dim: int, rows=None, cols=None):
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        rows: torch.Tensor | None = None,
+        cols: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.vocab_size, self.side = vocab_size, table_side(vocab_size)
         self.row = nn.Embedding(self.side, dim)
@@ -157,10 +167,14 @@ class LightRNNLM(nn.Module):
         b = self.embedding.side
         self.row_out, self.col_out = nn.Linear(hidden, b), nn.Linear(hidden, b)
 
-    def _row_logits(self, h):  # (..., B); rows without any word get probability 0
+    def _row_logits(
+        self, h: torch.Tensor
+    ) -> torch.Tensor:  # (..., B); rows without any word get probability 0
         return self.row_out(h).masked_fill(~self.embedding.occupied.any(1), -math.inf)
 
-    def forward(self, x, y, state=None):
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token NLL -log P(y_t | x_<=t) of shape (n, T), and the state to carry on.
 
         The GRU runs on [C c(x_1), R r(y_1), C c(x_2), R r(y_2), ...] (y_t = x_{t+1}), so the
@@ -181,7 +195,7 @@ class LightRNNLM(nn.Module):
         return nll.squeeze(-1), state
 
     @torch.no_grad()
-    def next_word_log_probs(self, x_last: torch.Tensor, state) -> torch.Tensor:
+    def next_word_log_probs(self, x_last: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         """log P(w | history) for all V words, (n, V): every row's column softmax evaluated."""
         emb = self.embedding
         rx, cx = emb(x_last[:, None])
@@ -221,7 +235,9 @@ class LightRNNLM(nn.Module):
         return l_r, l_c
 
 
-def assignment_cost(l_r, l_c, rows, cols) -> float:
+def assignment_cost(
+    l_r: torch.Tensor, l_c: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> float:
     """sum_w l_r[w, r(w)] + l_c[w, c(w)]: the training loss the allocation would have."""
     w = torch.arange(len(rows))
     return float(l_r[w, rows].sum() + l_c[w, cols].sum())
@@ -230,8 +246,8 @@ def assignment_cost(l_r, l_c, rows, cols) -> float:
 def reallocate(
     l_r: torch.Tensor,
     l_c: torch.Tensor,
-    rows=None,
-    cols=None,
+    rows: torch.Tensor | None = None,
+    cols: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The allocation minimising ``assignment_cost``: a V x B^2 min-cost assignment.
 
@@ -262,14 +278,16 @@ class StandardLM(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, vocab_size)
 
-    def forward(self, x, y, state=None):
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h, state = self.rnn(self.drop(self.embedding(x)), state)
         logits = self.out(self.drop(h))
         nll = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")
         return nll, state
 
     @torch.no_grad()
-    def next_word_log_probs(self, x_last: torch.Tensor, state) -> torch.Tensor:
+    def next_word_log_probs(self, x_last: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         h, _ = self.rnn(self.embedding(x_last[:, None]), state)
         return F.log_softmax(self.out(h[:, 0]), -1)
 
@@ -301,17 +319,28 @@ def detach(state: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def train_epoch(
-    model: nn.Module, data: torch.Tensor, cfg: dict, opt: torch.optim.Optimizer
+    model: nn.Module,
+    data: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    *,
+    bptt: int,
+    clip: float | None = None,
 ) -> float:
-    """One epoch of truncated BPTT (``cfg``: bptt, clip); returns the mean NLL per token."""
+    """One epoch of truncated BPTT, the state carried across windows (detached), gradients
+    clipped to norm ``clip``; returns the mean NLL per token.
+
+    Not ``splitnet.sgd``: a language model's step carries a recurrent state and scores every
+    token of a window, which the classifier loop (one label per row) does not.
+    """
     model.train()
     state, total, count = None, 0.0, 0
-    for x, y in windows(data, cfg["bptt"]):
+    for x, y in windows(data, bptt):
         nll, state = model(x, y, detach(state))
         loss = nll.mean()
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"])
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         total, count = total + nll.sum().item(), count + nll.numel()
     return total / count

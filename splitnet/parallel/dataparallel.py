@@ -39,6 +39,7 @@ from splitnet.data import load_dataset, three_way_split
 from splitnet.mpi import SUM, abort_on_error, world, wtime
 from splitnet.nets.cnn import CNN
 from splitnet.parallel import compress as cz
+from splitnet.sgd import accuracy
 
 ALLREDUCE = ("mpi", "ring", "tree", "ps")
 DATASETS = ("digits", "mnist", "idx")
@@ -245,10 +246,9 @@ def histogram(x: np.ndarray, bins: int) -> dict:
     }
 
 
-def evaluate(model, X, y) -> float:
-    model.eval()
-    with torch.no_grad():
-        acc = float((model(X).argmax(1) == y).float().mean())
+def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    """Test accuracy (``sgd.accuracy``, in eval mode), then back to training mode."""
+    acc = accuracy(model, X, y)
     model.train()
     return acc
 
