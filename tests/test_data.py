@@ -30,24 +30,44 @@ def test_mnist_subset_is_real_and_offline():
     assert sorted(np.unique(ds.y)) == list(range(10)) and 0 <= ds.X.min() and ds.X.max() <= 1
 
 
-def test_three_way_split_is_stratified_seeded_and_standardised():
+def test_three_way_split_is_sized_seeded_and_standardised():
     ds = load_dataset("digits")
     s = three_way_split(ds, 0.3, 0.25, seed=0)
     n = len(ds.y)
     assert len(s.test[1]) == int(np.ceil(0.25 * n))
     assert len(s.pretrain[1]) + len(s.remaining[1]) + len(s.test[1]) == n
-    # stratified: every part's class counts are proportional to the class frequencies
-    # (scikit-learn's stratified split rounds each class to within one sample per split)
-    freq = np.bincount(ds.y, minlength=10) / n
-    for part, splits in ((s.test[1], 1), (s.pretrain[1], 2), (s.remaining[1], 2)):
-        counts = np.bincount(part, minlength=10)
-        assert np.all(np.abs(counts - freq * len(part)) <= splits + 1e-9), (counts, freq)
     X_train = s.train[0]
     np.testing.assert_allclose(X_train.mean(0), 0, atol=1e-5)  # fitted on train only
     again = three_way_split(ds, 0.3, 0.25, seed=0)
     assert np.array_equal(again.test[0], s.test[0])
     other = three_way_split(ds, 0.3, 0.25, seed=1)
     assert not np.array_equal(other.test[1], s.test[1])
+
+
+@pytest.mark.parametrize("name", ["digits", "breast_cancer", "wine"])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_every_part_is_stratified(name, seed):
+    """Per-class counts are proportional to the class frequencies, within the closed form of
+    scikit-learn's stratified split: a split gives class i floor or ceil of n_part * p_i (so it
+    is off by less than 1), and pretrain / remaining are split from the train part, whose own
+    class counts are off by less than 1: off by less than 1 + n_part / n_train from n_part * p."""
+    ds = load_dataset(name)
+    s = three_way_split(ds, 0.3, 0.25, seed=seed)
+    C = int(ds.y.max()) + 1
+    p = np.bincount(ds.y, minlength=C) / len(ds.y)
+    n_train = len(s.train[1])
+    p_train = np.bincount(s.train[1], minlength=C) / n_train
+    off = {}
+    for part, labels in (("test", s.test[1]), ("pretrain", s.pretrain[1]), ("rem", s.remaining[1])):
+        counts = np.bincount(labels, minlength=C)
+        off[part] = np.abs(counts - len(labels) * p)
+        bound = 1 if part == "test" else 1 + len(labels) / n_train
+        assert np.all(off[part] < bound), (part, counts, len(labels) * p)
+        if part != "test":  # and within one sample of the train part's frequencies
+            assert np.all(np.abs(counts - len(labels) * p_train) < 1)
+    # a shuffled, unstratified split of the same sizes misses the bound (the check has teeth)
+    perm = np.random.default_rng(seed).permutation(ds.y)[: len(s.test[1])]
+    assert np.any(np.abs(np.bincount(perm, minlength=C) - len(perm) * p) >= 1)
 
 
 def write_idx(path, array, code=0x08):

@@ -13,7 +13,7 @@ from conftest import run_mpi
 from splitnet import config, experiment
 from splitnet.engines import PieceJob, train_pieces
 from splitnet.model import build_mlp
-from splitnet.pieces import cut, params_of, piece_neurons
+from splitnet.pieces import as_mlp, cut, params_of, piece_neurons
 from splitnet.rounds import train_rounds
 from splitnet.sgd import minibatches
 
@@ -83,17 +83,16 @@ def test_batched_pieces_and_rows_match_the_loop(
             assert abs(u - v) <= one_flip
     rows_loop = experiment.run_combinations(loop, list(range(N_COMBOS)))
     rows_fast = experiment.run_combinations(fast, list(range(N_COMBOS)))
-    skip = {
-        "accuracy",
-        "ensemble_accuracy",
-        "piece_accuracies",
-        "curve",
-        "seconds",
-        "config",
-        "config_hash",
-    }
+    flips = {"accuracy", "ensemble_accuracy", "piece_accuracies", "curve"}
+    skip = {*flips, "seconds", "config", "config_hash"}
     for a, b in zip(rows_loop, rows_fast, strict=True):
         assert abs(a["accuracy"] - b["accuracy"]) <= one_flip
+        assert abs(a["ensemble_accuracy"] - b["ensemble_accuracy"]) <= one_flip
+        for u, v in zip(a["piece_accuracies"], b["piece_accuracies"], strict=True):
+            assert abs(u - v) <= one_flip
+        if every:
+            for (s, u), (t, v) in zip(a["curve"], b["curve"], strict=True):
+                assert s == t and abs(u - v) <= one_flip
         assert {k: v for k, v in a.items() if k not in skip} == {
             k: v for k, v in b.items() if k not in skip
         }
@@ -108,12 +107,21 @@ def _jobs(prep, combos, seed_of=lambda c, p: 0):
     ]
 
 
-def _train(prep, jobs, engine="batched", max_stack=1024, steps=None, shared=None):
+def _train(prep, jobs, engine="batched", max_stack=1024, steps=None, shared=False, momentum=0.0):
     X, y = (torch.as_tensor(a) for a in prep.data.remaining)
     T = steps if steps is not None else 40
     streams = {s: minibatches(len(X), 32, s, steps=T) for s in {j.order_seed for j in jobs}}
     return train_pieces(
-        jobs, X, y, streams, steps=(0, T), lr=0.05, engine=engine, max_stack=max_stack
+        jobs,
+        X,
+        y,
+        streams,
+        steps=(0, T),
+        lr=0.05,
+        momentum=momentum,
+        engine=engine,
+        max_stack=max_stack,
+        shared_order=shared,
     )
 
 
@@ -139,19 +147,55 @@ def test_a_piece_does_not_depend_on_its_stack_mates(preps, per_piece):
         assert all(map(torch.equal, a.params, b.params))
 
 
-def test_pieces_of_different_nets_in_one_call(preps):
+@pytest.mark.parametrize("shared", [False, True])
+def test_pieces_of_different_nets_in_one_call(preps, shared):
     prep = with_settings(preps("[4,4]", "relu"))
     other = build_mlp(prep.pretrained.sizes, seed=7)
     jobs = _jobs(prep, range(3))
     mixed = [dataclasses.replace(j, source=other) if i % 2 else j for i, j in enumerate(jobs)]
-    together = _train(prep, mixed)
-    one_by_one = [_train(prep, [j])[0] for j in mixed]
+    together = _train(prep, mixed, shared=shared)
+    one_by_one = [_train(prep, [j], shared=shared)[0] for j in mixed]
     for a, b in zip(together, one_by_one, strict=True):
         assert all(map(torch.equal, a.params, b.params))
+    # each job trains its own source: the same neurons cut from the pretrained net end elsewhere
+    own = _train(prep, [jobs[1]], shared=shared)[0]
+    assert not torch.equal(own.params[0], together[1].params[0])
     loop = _train(prep, mixed, engine="loop")
     for a, b in zip(together, loop, strict=True):
         for x, y in zip(a.params, b.params, strict=True):
             torch.testing.assert_close(x, y, atol=1e-4, rtol=0)
+
+
+def test_a_shared_order_needs_one_stream(preps):
+    prep = with_settings(preps("[4,4]", "relu"))
+    jobs = _jobs(prep, [0], lambda c, p: p[0])
+    with pytest.raises(ValueError, match="different streams"):
+        _train(prep, jobs, shared=True)
+
+
+@pytest.mark.parametrize("engine", ["loop", "batched"])
+def test_buffers_passed_in_continue_the_optimizer(preps, engine):
+    """Steps [0, 13) then [13, 40) with the momentum buffers handed on = steps [0, 40) at once
+    (the whole net as one piece, so the buffers can be given back as a net of the same shape)."""
+    prep = with_settings(preps("[5,3]", "tanh"))
+    net = prep.pretrained
+    whole = PieceJob(net, tuple(np.arange(h) for h in net.hidden), 3)
+    X, y = (torch.as_tensor(a) for a in prep.data.remaining)
+    streams = {3: minibatches(len(X), 32, 3, steps=40)}
+    kw = dict(lr=0.05, momentum=0.9, engine=engine)
+    once = train_pieces([whole], X, y, streams, steps=(0, 40), **kw)[0]
+    first = train_pieces([whole], X, y, streams, steps=(0, 13), **kw)[0]
+    mid, bufs = as_mlp(first.params, net.activation), as_mlp(first.buffers, net.activation)
+    job = PieceJob(mid, whole.neurons, 3, buffers=bufs)
+    second = train_pieces([job], X, y, streams, steps=(13, 40), **kw)[0]
+    exact = engine == "loop"  # the loop is torch's SGD: bit for bit
+    for u, v in zip([*once.params, *once.buffers], [*second.params, *second.buffers], strict=True):
+        torch.testing.assert_close(v, u, atol=0 if exact else 1e-5, rtol=0)
+    # without the buffers the second phase restarts the optimizer: another result
+    fresh = train_pieces(
+        [dataclasses.replace(job, buffers=None)], X, y, streams, steps=(13, 40), **kw
+    )
+    assert not torch.equal(fresh[0].params[0], second.params[0])
 
 
 @pytest.mark.parametrize("engine", ["loop", "batched"])

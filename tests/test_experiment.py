@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from splitnet import config, experiment, rounds, seeds
+from splitnet import config, experiment, partition, rounds, seeds
+from splitnet.combinations import RANDOM_DRAWS, Space
 from splitnet.pieces import extract, recombine
 from splitnet.sgd import accuracy, train
 from splitnet.split import make_split
@@ -79,6 +80,18 @@ def test_per_piece_shuffle_trains_each_piece_on_its_own_stream():
         torch.testing.assert_close(u.detach(), v, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("shuffle", ["shared", "per-piece"])
+def test_same_split_other_seeds_train_other_pieces(shuffle):
+    """Combinations 0 and 1 of the contiguous strategy have the same split; only their piece
+    seeds (per-piece) can tell them apart."""
+    cfg = config.load(None, [*FAST, "split.strategy=contiguous", f"train.shuffle={shuffle}"])
+    prep = experiment.prepare(cfg)
+    a, b = rounds.train_rounds(prep.pretrained, prep.data, prep.config, [0, 1])
+    assert all(np.array_equal(u, v) for u, v in zip(a.split, b.split, strict=True))
+    same = [all(map(torch.equal, p, q)) for p, q in zip(a.pieces, b.pieces, strict=True)]
+    assert same == ([True, True] if shuffle == "shared" else [False, False])
+
+
 @pytest.mark.parametrize("strategy", ["weights", "activations", "contiguous", "random"])
 def test_every_strategy_splits_as_it_says(strategy):
     prep = experiment.prepare(config.load(None, [*FAST, f"split.strategy={strategy}"]))
@@ -89,6 +102,13 @@ def test_every_strategy_splits_as_it_says(strategy):
     )
     assert row["split"] == [a.tolist() for a in want] and row["strategy"] == strategy
     assert all(sorted(np.bincount(a)) == [2, 2] for a in map(np.array, row["split"]))
+    # the strategy is not ignored: its own number of combinations, its own split
+    assert prep.count == (RANDOM_DRAWS if strategy == "random" else 1) and prep.space is None
+    exhaustive_0 = [a.tolist() for a in Space((4, 4), 2, "straight").split_at(0)]
+    if strategy == "contiguous":
+        assert row["split"] == [partition.labels(4, 2).tolist()] * 2
+    else:
+        assert row["split"] != exhaustive_0
     # the row's accuracy is the recombined net of that split, recomputed by hand
     pieces = [extract(prep.pretrained, want, p) for p in prep.paths]
     X, y = prep.data.remaining
@@ -107,6 +127,19 @@ def test_every_strategy_splits_as_it_says(strategy):
     assert abs(accuracy(net, *prep.data.test) - row["accuracy"]) <= 1 / len(prep.data.test[1])
     if strategy == "random":  # every draw is another split
         assert experiment.run_combination(prep, 1)["split"] != row["split"]
+    else:
+        with pytest.raises(ValueError, match="combination 1 is outside"):
+            experiment.run_combination(prep, 1)
+
+
+def test_strategies_give_different_splits():
+    splits = {
+        s: experiment.run_combination(
+            experiment.prepare(config.load(None, [*FAST, f"split.strategy={s}"])), 0
+        )["split"]
+        for s in ("weights", "activations", "random", "exhaustive")
+    }
+    assert len({str(v) for v in splits.values()}) == 4, splits
 
 
 def test_rounds_through_the_config():

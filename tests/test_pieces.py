@@ -54,6 +54,40 @@ def test_three_way_mean_is_exact(net):
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), out.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("variant,unheld", [("all-paths", "zero"), ("straight", "pretrained")])
+def test_recombine_is_the_entrywise_mean_by_brute_force(variant, unheld):
+    """Trained (here: perturbed) pieces, k = 3: every entry = the mean of the pieces holding it,
+    found by walking each piece's entries back to the full net one by one."""
+    net = build_mlp([4, 6, 5, 3], seed=5)
+    split = random_split((6, 5), 3, seed=2)
+    P = paths(variant, 2, 3)
+    gen = torch.Generator().manual_seed(1)
+    pieces = [
+        [t + torch.randn(t.shape, generator=gen) for t in cut(net, piece_neurons(split, p))]
+        for p in P
+    ]
+    got = recombine(net, split, P, pieces, unheld=unheld)
+    full = [p.detach().double().numpy() for p in net.parameters()]
+    sums = [np.zeros_like(f) for f in full]
+    counts = [np.zeros(f.shape, int) for f in full]
+    for path, piece in zip(P, pieces, strict=True):
+        S = [*(np.flatnonzero(a == g) for a, g in zip(split, path, strict=True)), np.arange(3)]
+        ins = [np.arange(4), *S[:-1]]
+        for m in range(3):
+            W, b = piece[2 * m].double().numpy(), piece[2 * m + 1].double().numpy()
+            for r, i in enumerate(S[m]):
+                sums[2 * m + 1][i] += b[r]
+                counts[2 * m + 1][i] += 1
+                for c, j in enumerate(ins[m]):
+                    sums[2 * m][i, j] += W[r, c]
+                    counts[2 * m][i, j] += 1
+    for f, s_, c, g in zip(full, sums, counts, got.parameters(), strict=True):
+        want = np.where(c > 0, s_ / np.maximum(c, 1), f if unheld == "pretrained" else 0.0)
+        np.testing.assert_allclose(g.detach().double().numpy(), want, rtol=0, atol=1e-6)
+    assert max(c.max() for c in counts) >= 3  # real means: entries held by 3 (or 9) pieces
+    assert (counts[2] == 0).any() == (variant == "straight")  # unheld: cross-group weights
+
+
 @pytest.mark.parametrize("path", paths("all-paths", 3, 2))
 def test_piece_forward_equals_masked_full_net(net, path):
     x = torch.randn(16, 5, generator=torch.Generator().manual_seed(0))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -26,8 +27,9 @@ from splitnet.pieces import (
     unscale_recombined,
 )
 from splitnet.rounds import dp_step_bytes, round_bytes, schedule, train_rounds
-from splitnet.seeds import remaining_order_seed
+from splitnet.seeds import remaining_order_seed, split_seed
 from splitnet.sgd import train
+from splitnet.split import random_split, split_for
 from splitnet.stitch import stitch, stitch_masks
 
 FAST = ["model.hidden=[4,4]", "train.pretrain_epochs=5", "train.piece_epochs=2"]
@@ -55,16 +57,28 @@ def _rounds(prep, combos, **split):
     return train_rounds(prep.pretrained, prep.data, _with(prep, **split), combos, space=prep.space)
 
 
+def _prep_with(prep, **split):
+    """``prep`` with other split.* settings (same pretrained net and data), for rows."""
+    cfg = _with(prep, **split)
+    space = prep.space if cfg.split.strategy == "exhaustive" else None
+    return dataclasses.replace(prep, config=cfg, experiment=cfg, space=space, _identity=None)
+
+
 def test_one_shot_is_one_round_of_the_whole_budget(prep):
     T = 2 * 30  # 2 epochs of 30 minibatches of the remaining data
     one = _rounds(prep, [0, 7], resplit_every=0)
-    long = _rounds(prep, [0, 7], resplit_every=10**6)
-    for a, b in zip(one, long, strict=True):
-        assert a.rounds == b.rounds == 1 and a.total_steps == T and a.curve[0][0] == T
-        assert _state_equal(a.net, b.net)
-        assert all(
-            map(torch.equal, (t for p in a.pieces for t in p), (t for p in b.pieces for t in p))
-        )
+    for every in (T, T + 1, 10**6):
+        long = _rounds(prep, [0, 7], resplit_every=every)
+        for a, b in zip(one, long, strict=True):
+            assert a.rounds == b.rounds == 1 and a.total_steps == T and a.curve == b.curve
+            assert a.curve[0][0] == T and b.resplit_every == a.resplit_every == T
+            assert _state_equal(a.net, b.net)
+            assert all(
+                map(torch.equal, (t for p in a.pieces for t in p), (t for p in b.pieces for t in p))
+            )
+    # a period one step short of the budget: two rounds, the second of one step
+    two = _rounds(prep, [0], resplit_every=T - 1)[0]
+    assert two.rounds == 2 and [s for s, _ in two.curve] == [T - 1, T]
     n = len(prep.data.remaining[0])
     assert schedule(_with(prep, resplit_every=7), n) == (T, 7, 9)
     assert schedule(_with(prep, resplit_every=0), n, total_steps=0) == (0, 0, 1)
@@ -134,15 +148,52 @@ def test_random_resplits_differ_per_draw_and_per_round(prep):
     res = _rounds(prep, [0, 1, 2], strategy="random", resplit_every=13)
     finals = [tuple(np.concatenate(r.split)) for r in res]
     assert len(set(finals)) == 3
-    curves = [tuple(a for _, a in r.curve) for r in res]
-    nets = [torch.cat([p.reshape(-1) for p in r.net.parameters()]) for r in res]
-    assert not torch.equal(nets[0], nets[1]) and not torch.equal(nets[1], nets[2])
-    assert len(set(curves)) > 1
+    cfg = _with(prep, strategy="random", resplit_every=13)
+    for r in res:  # the last round's split is draw c of round R - 1, whatever the net
+        want = random_split((4, 4), 2, split_seed(cfg, r.combination, r.rounds - 1))
+        assert all(np.array_equal(a, b) for a, b in zip(r.split, want, strict=True))
+    # 3 draws x 5 rounds of a wider net: 15 different splits (4 + 4 neurons have only 36)
+    wide = build_mlp([3, 10, 10, 2], seed=0)
+    drawn = {
+        tuple(np.concatenate(split_for(cfg, wide, c, rd))) for c in range(3) for rd in range(5)
+    }
+    assert len(drawn) == 15 and res[0].rounds == 5
     # round 0 of draw i is the one-shot split of draw i; later rounds re-draw
     one_shot = _rounds(prep, [1], strategy="random")[0]
     again = _rounds(prep, [1], strategy="random", resplit_every=10**6)[0]
     assert all(np.array_equal(a, b) for a, b in zip(one_shot.split, again.split, strict=True))
     assert res[1].rounds > 1
+    # and through the rows: every draw is its own run
+    rows = experiment.run_combinations(
+        _prep_with(prep, strategy="random", resplit_every=13), [0, 1, 2]
+    )
+    assert len({json.dumps(r["split"]) for r in rows}) == 3
+    assert len({json.dumps(r["curve"]) for r in rows}) > 1
+    assert [r["rounds"] for r in rows] == [5, 5, 5]
+
+
+def test_momentum_rounds_batched_rows_match_the_loop(prep):
+    """Momentum buffers carried through re-split rounds: the batched twin = the loop, to a flip."""
+    settings = dict(strategy="random", resplit_every=9, variant="alternating")
+    rows, results = {}, {}
+    for engine in ("loop", "batched"):
+        p = _prep_with(prep, **settings)
+        cfg = dataclasses.replace(
+            p.config, train=dataclasses.replace(p.config.train, momentum=0.9, engine=engine)
+        )
+        p = dataclasses.replace(p, config=cfg, experiment=cfg)
+        rows[engine] = experiment.run_combinations(p, [0, 1, 2])
+        results[engine] = train_rounds(p.pretrained, p.data, cfg, [0, 1, 2])
+    flip = 1 / len(prep.data.test[1]) + 1e-12
+    for a, b in zip(rows["loop"], rows["batched"], strict=True):
+        assert a["rounds"] == b["rounds"] == 7 and a["split"] == b["split"]
+        assert abs(a["accuracy"] - b["accuracy"]) <= flip
+        assert abs(a["ensemble_accuracy"] - b["ensemble_accuracy"]) <= flip
+        for (s, u), (t, v) in zip(a["curve"], b["curve"], strict=True):
+            assert s == t and abs(u - v) <= flip
+    for a, b in zip(results["loop"], results["batched"], strict=True):
+        for x, y in zip(a.net.parameters(), b.net.parameters(), strict=True):
+            torch.testing.assert_close(y, x, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize(("variant", "k"), [("straight", 4), ("all-paths", 2)])
@@ -167,6 +218,12 @@ def test_dropout_scaling_round_trip_is_exact(variant, k):
 def test_bad_settings_are_named(prep):
     with pytest.raises(ValueError, match="split.resplit_every=-1"):
         config.load(None, [*FAST, "split.resplit_every=-1"])
+    with pytest.raises(ValueError, match="split.strategy='nope'"):
+        config.load(None, [*FAST, "split.strategy=nope", "split.resplit_every=5"])
+    with pytest.raises(ValueError, match="total_steps=-1"):
+        train_rounds(prep.pretrained, prep.data, prep.config, [0], total_steps=-1)
+    with pytest.raises(ValueError, match="split.strategy='nope'"):
+        train_rounds(prep.pretrained, prep.data, _with(prep, strategy="nope"), [0])
     with pytest.raises(ValueError, match="split.piece_scale='nope'"):
         config.load(None, [*FAST, "split.piece_scale=nope"])
     with pytest.raises(ValueError, match="combination 99 is outside"):

@@ -35,5 +35,7 @@ def test_rows_equal_the_pre_redesign_rows():
         prep = experiment.prepare(cfg, seed=seed)
         rows = experiment.run_combinations(prep, [r["combination"] for r in recs])
         for rec, row in zip(recs, rows, strict=True):
+            assert {"combination", "split", "accuracy", "piece_accuracies"} <= rec["row"].keys()
+            assert ("rounds" in rec["row"]) == ("rounds" in row)
             differing = {k: (v, row.get(k)) for k, v in rec["row"].items() if row.get(k) != v}
             assert not differing, (case, seed, rec["combination"], differing)

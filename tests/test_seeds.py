@@ -6,6 +6,9 @@ import dataclasses
 import subprocess
 import sys
 
+import numpy as np
+import torch
+
 from splitnet import config, seeds
 
 
@@ -46,11 +49,65 @@ def test_piece_order_follows_train_shuffle():
     assert seeds.piece_order_seed(per, 3, (1, 0)) == seeds.derive_seed(0, "piece", 3, 1, 0)
 
 
+def test_per_piece_order_depends_on_combination_and_path():
+    per = _cfg(shuffle="per-piece")
+    got = {(c, p): seeds.piece_order_seed(per, c, p) for c in range(4) for p in [(0, 1), (1, 0)]}
+    assert len(set(got.values())) == len(got)
+    assert seeds.remaining_order_seed(per) not in got.values()
+
+
+def test_split_seed_differs_per_combination_and_round():
+    cfg = _cfg()
+    got = {(c, r): seeds.split_seed(cfg, c, r) for c in range(5) for r in range(4)}
+    assert len(set(got.values())) == len(got)
+
+
 def test_round_zero_is_the_one_shot_split_seed():
     cfg = _cfg()
     assert (
         seeds.split_seed(cfg, 4, 0) == seeds.split_seed(cfg, 4) == seeds.derive_seed(0, "split", 4)
     )
+
+
+STREAMS = [
+    seeds.init_seed,
+    seeds.pretrain_order_seed,
+    seeds.remaining_order_seed,
+    lambda cfg: seeds.piece_order_seed(cfg, 2, (1, 0)),
+    lambda cfg: seeds.split_seed(cfg, 3),
+    lambda cfg: seeds.split_seed(cfg, 3, 2),
+    lambda cfg: seeds.stitch_seed(cfg, 1),
+]
+
+
+def _all(cfg, order=1):
+    got = {i: STREAMS[i](cfg) for i in range(len(STREAMS))[::order]}
+    return [got[i] for i in range(len(STREAMS))]
+
+
+def test_seeds_depend_on_their_arguments_only():
+    """Not on other settings, the global random state or the order of the calls."""
+    cfg = _cfg(shuffle="per-piece")
+    want = _all(cfg)
+    other = config.load(
+        None,
+        [
+            "train.shuffle='per-piece'",
+            "model.hidden=[7,5,3]",
+            "split.groups=3",
+            "split.strategy='random'",
+            "split.resplit_every=4",
+            "train.lr=0.3",
+            "train.engine='loop'",
+            "data.name='iris'",
+        ],
+    )
+    torch.manual_seed(123)
+    np.random.seed(123)
+    torch.rand(5), np.random.rand(5)
+    assert _all(other) == want
+    assert _all(cfg, order=-1) == want
+    assert _all(dataclasses.replace(cfg, seed=1)) != want
 
 
 def test_seeds_are_the_same_in_another_process():

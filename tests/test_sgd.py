@@ -50,9 +50,30 @@ def test_passing_buffers_continues_the_optimizer(data):
     ref = copy.deepcopy(net)
     batches = minibatches(N, 16, seed=4, steps=11)
     first = sgd(net, X, y, batches[:4], lr=0.05, momentum=0.9)
-    sgd(net, X, y, batches[4:], lr=0.05, momentum=0.9, buffers=first.buffers)
-    _reference(ref, X, y, batches, 0.05, 0.9)
+    second = sgd(net, X, y, batches[4:], lr=0.05, momentum=0.9, buffers=first.buffers)
+    opt = _reference(ref, X, y, batches, 0.05, 0.9)
     assert all(map(torch.equal, net.parameters(), ref.parameters()))
+    want = [opt.state[p]["momentum_buffer"] for p in ref.parameters()]
+    assert all(map(torch.equal, second.buffers, want))
+    # without the buffers the second call is a fresh optimizer: another result
+    restart = build_mlp([D, 5, C], seed=2)
+    sgd(restart, X, y, batches[:4], lr=0.05, momentum=0.9)
+    sgd(restart, X, y, batches[4:], lr=0.05, momentum=0.9)
+    assert not torch.equal(restart.linears[0].weight, net.linears[0].weight)
+
+
+def test_zero_buffers_are_the_fresh_optimizer(data):
+    X, y = data
+    net = build_mlp([D, 5, C], seed=7)
+    ref = copy.deepcopy(net)
+    batches = minibatches(N, 16, seed=9, steps=6)
+    zeros = [torch.zeros_like(p) for p in net.parameters()]
+    run = sgd(net, X, y, batches, lr=0.05, momentum=0.9, buffers=zeros)
+    opt = _reference(ref, X, y, batches, 0.05, 0.9)
+    assert all(map(torch.equal, net.parameters(), ref.parameters()))
+    want = [opt.state[p]["momentum_buffer"] for p in ref.parameters()]
+    assert all(map(torch.equal, run.buffers, want))
+    assert all(torch.equal(z, torch.zeros_like(z)) for z in zeros)  # the caller's are copied
 
 
 def test_grad_masks_keep_masked_entries_bit_for_bit(data):
