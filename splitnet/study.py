@@ -26,10 +26,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .results import open_for_append, read_rows  # noqa: E402
+from .results import check_regular, open_for_append, read_rows  # noqa: E402
 
 RESULTS = Path("results")
 FIGURES = Path("figures")
+
+
+_KINDS = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a table",
+}
 
 
 def _same_type(value: Any, default: Any) -> bool:
@@ -60,9 +70,10 @@ def load_study(path: str | Path, defaults: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown keys {unknown} in {str(path)!r}; known: {sorted(defaults)}")
     for key, value in raw.items():
         if not _same_type(value, defaults[key]):
+            kind = _KINDS.get(type(defaults[key]), type(defaults[key]).__name__)
             raise ValueError(
-                f"{key}={value!r} in {str(path)!r} must be a {type(defaults[key]).__name__} "
-                f"(like the default {defaults[key]!r})"
+                f"{key}={value!r} in {str(path)!r} must be {kind}, like the default "
+                f"{defaults[key]!r}"
             )
     return {**defaults, **raw}
 
@@ -163,14 +174,52 @@ def recorded(path: Path, cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def rows_file(
-    name: str, path: Path, cfg: dict[str, Any], *, plot_only: bool
+    name: str, path: Path, cfg: dict[str, Any], *, plot_only: bool, resumable: bool = True
 ) -> tuple[BinaryIO | None, list[dict[str, Any]]]:
-    """A resumable study's rows: ``(file to append to, rows so far)``, or ``(None, rows)`` for
-    ``--plot-only``; a file of another config, or no rows to plot, is ``fail`` (exit 2)."""
+    """A study's rows: ``(file to append to, rows so far)``, or ``(None, rows)`` for
+    ``--plot-only``. A study that does not resume starts the file anew. A file of another
+    config, or no rows to plot, is ``fail`` (exit 2)."""
     try:
-        return (None, recorded(path, cfg)) if plot_only else resume(path, cfg)
+        if plot_only:
+            return None, recorded(path, cfg)
+        if not resumable:
+            check_regular(path)
+            path.unlink(missing_ok=True)
+        return resume(path, cfg)
     except ValueError as e:
         fail(name, str(e))
+
+
+def table_study(
+    name: str,
+    doc: str,
+    defaults: dict[str, Any],
+    argv: Sequence[str] | None,
+    *,
+    check: Callable[[dict[str, Any], argparse.Namespace], dict[str, Any]],
+    run: Callable[[dict[str, Any], BinaryIO, list[dict[str, Any]]], list[dict[str, Any]]],
+    plot: Callable[[list[dict[str, Any]], Path], None],
+    table: Callable[[list[dict[str, Any]]], str],
+    resumable: bool = True,
+) -> int:
+    """The whole life of a study with one rows file, one figure and one table.
+
+    ``run(cfg, f, rows)`` appends to ``f`` the rows not among ``rows`` (the recorded ones; none
+    when ``resumable=False``) and returns them all; ``--plot-only`` rereads them instead. Then
+    ``plot`` to ``<name>.png``, and ``table`` written to ``<name>_table.md`` and printed.
+    """
+    args, cfg = cli(name, doc, defaults, argv, check=check)
+    out, figs = output_dirs(name, args.figures)
+    path = out / f"{name}.jsonl"
+    f, rows = rows_file(name, path, cfg, plot_only=args.plot_only, resumable=resumable)
+    if f is not None:
+        with f:
+            rows = run(cfg, f, rows)
+    plot(rows, figs / f"{name}.png")
+    text = table(rows)
+    (figs / f"{name}_table.md").write_text(text)
+    print(text)
+    return 0
 
 
 def save_figure(

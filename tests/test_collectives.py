@@ -21,7 +21,6 @@ from splitnet.parallel.collectives import (
     ByteCounter,
     allreduce,
     bytes_sent,
-    chunk_bounds,
     max_bytes_sent,
     rounds,
 )
@@ -31,14 +30,6 @@ OURS = ("ps", "tree", "ring")
 
 
 # ---- pure: schedules, byte counts -------------------------------------------------------------
-
-
-@given(k=st.integers(0, 500), n=st.integers(1, 17))
-def test_chunk_bounds_are_array_split(k, n):
-    b = chunk_bounds(k, n)
-    parts = np.array_split(np.arange(k), n)
-    assert [len(p) for p in parts] == [b[i + 1] - b[i] for i in range(n)]
-    assert b[0] == 0 and b[-1] == k
 
 
 @given(n=st.integers(1, 33), k=st.integers(0, 300), itemsize=st.sampled_from([2, 4, 8]))

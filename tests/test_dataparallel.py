@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -17,12 +16,45 @@ REQUIRED = {"iteration", "threshold", "fraction_sent", "bytes_sent", "dense_byte
 TINY = ["--channels", "2,3", "--dense", "8", "--batch-size", "8", "--quiet"]
 
 
-@pytest.mark.parametrize(
-    "batch,ranks,expect",
-    [(7, 2, [0, 4, 7]), (8, 2, [0, 4, 8]), (3, 4, [0, 1, 2, 3, 3]), (5, 1, [0, 5])],
-)
-def test_shard_bounds_contiguous_and_balanced(batch, ranks, expect):
-    assert dp.shard_bounds(batch, ranks).tolist() == expect
+def test_help_gives_every_default_and_the_mpiexec_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        dp.parse_args(["--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "mpiexec -n N python -m mpi4py -m splitnet.parallel.dataparallel" in text
+    for action in dp.build_parser()._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, action.dest
+        shown = "none" if action.default == "" else str(action.default)
+        assert f"{action.help} (default: {shown}" in text or (
+            action.default == "" and f"(default: {shown}" in action.help
+        ), action.dest
+
+
+def test_out_is_checked_before_any_training(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    for out, needle in (
+        (tmp_path, "is a directory"),
+        (tmp_path / "a_file" / "r.jsonl", "is not a directory"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            dp.main(TINY + ["--out", str(out)])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--out={str(out)!r}" in err and needle in err, err
+    dp.check_out(str(tmp_path / "new" / "deeper" / "r.jsonl"))  # folders that can be created
+
+
+def test_options_name_bad_and_unknown_values():
+    assert dp.options(["--iterations=3"]).iterations == 3
+    for argv, needle in (
+        (["--iterations=x"], "invalid int value: 'x'"),
+        (["--colour=red"], "--colour=red"),
+        (["--lr=0"], "--lr=0.0"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            dp.options(argv)
 
 
 def test_dropout_masks_depend_on_seed_and_iteration_only():
@@ -88,7 +120,7 @@ def test_one_rank_run_writes_rows(tmp_path):
 @pytest.mark.mpi
 def test_two_ranks_match_single_process_and_stay_identical(tmp_path):
     out = tmp_path / "dp.jsonl"
-    algo = ["ring"] if importlib.util.find_spec("splitnet.parallel.collectives") else []
+    algo = ["ring"]
     proc = run_mpi(2, ["tests/mpi_scripts/dp_check.py", str(out), *algo], timeout=180)
     for name in [
         "none_equals_single_process",
@@ -113,7 +145,6 @@ def test_study_config_runs_and_table(tmp_path):
         'datasets = ["digits"]\n[digits]\niterations = 2\n'
     )
     cfg = study.check(load_study(toml, study.DEFAULTS))
-    cfg["_out"] = tmp_path
     assert study.run_names(cfg) == [
         ("digits", "none", True),
         ("digits", "topk", True),
@@ -147,13 +178,23 @@ def test_study_config_runs_and_table(tmp_path):
                 "replicas_identical": True,
             }
         )
-        path = study.result_path(cfg, ds, comp, res)
+        path = study.result_path(tmp_path, ds, comp, res)
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    text = study.table(study.load_runs(cfg, "digits"), "digits")
+    text = study.table(study.load_runs(cfg, tmp_path, "digits"), "digits")
     assert "| topk | yes | 0.9000 | +0.0 | 0.0100 | 84 | 4.8x |" in text
     assert "| topk | no | 0.8000 | -10.0 |" in text
     bad = tmp_path / "bad.toml"
-    for text, word in (('compressors = ["std3"]\n', "std3"), ('colour = "red"\n', "colour")):
+    for text, word in (
+        ('compressors = ["std3"]\n', "std3"),
+        ('colour = "red"\n', "colour"),
+        ("[digits]\niterations = 0\n", "[digits]: --iterations=0 must be >= 1"),
+        ("[digits]\nlearning_rate = 0.1\n", "--learning-rate=0.1"),
+        ("[digits]\ncompressor = 'topk'\n", "sets ['compressor']"),
+        (
+            'histogram_run = "std1"\ncompressors = ["none"]\n[digits]\niterations = 2\n',
+            "histogram_run='std1'",
+        ),
+    ):
         bad.write_text(text)
         proc = run_study("sparsification", [str(bad)], tmp_path)
         assert proc.returncode == 2 and word in proc.stderr and "Traceback" not in proc.stderr

@@ -21,6 +21,7 @@ from splitnet.parallel.prune import (
     prune_neurons,
     sparsity,
 )
+from splitnet.parallel.tensor_parallel import ChunkedMLP
 
 
 def linears(m):
@@ -141,6 +142,33 @@ def test_finetune_keeps_pruned_weights_at_zero():
         assert (lin.weight[z] == 0).all() and not torch.equal(lin.weight, b)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_finetune_is_the_seeds_remasking_torch_loop(activation):
+    """``finetune`` (sgd with gradient masks w != 0) equals the seeds' loop exactly: a
+    torch.optim.SGD step, then the pruned weights multiplied back to 0, on one randperm of
+    ``Generator().manual_seed(seed)`` per epoch (a partial last batch included)."""
+    net = prune_connections(build_mlp([6, 9, 7, 4], activation, seed=3), 0.6, scope="global")
+    ref = copy.deepcopy(net)
+    X, y = torch.randn(50, 6), torch.randint(0, 4, (50,))
+    finetune(net, X, y, epochs=3, lr=0.1, batch_size=8, seed=5)
+    masks = [(lin.weight != 0).float() for lin in linears(ref)]
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        order = torch.randperm(50, generator=gen)
+        for i in range(0, 50, 8):
+            idx = order[i : i + 8]
+            opt.zero_grad()
+            nn.functional.cross_entropy(ref(X[idx]), y[idx]).backward()
+            opt.step()
+            with torch.no_grad():
+                for lin, m in zip(linears(ref), masks, strict=True):
+                    lin.weight.mul_(m)
+    for a, b in zip(net.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b)  # equal values (a re-zeroed weight may be -0.0 there)
+    assert not net.training
+
+
 @pytest.mark.parametrize(
     "call,match",
     [
@@ -160,8 +188,6 @@ def test_bad_arguments_are_named(call, match):
 
 def test_pruned_net_runs_tensor_parallel():
     """A neuron-pruned net is a plain Sequential again: ChunkedMLP takes it as is."""
-    from splitnet.parallel.tensor_parallel import ChunkedMLP
-
     small = prune_neurons(build_mlp([8, 16, 16, 4], seed=8), 0.75)
     x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
     out = ChunkedMLP.from_torch(small).forward(x)

@@ -25,13 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from splitnet.nets.cnn import (
-    CNN,
-    DepthwiseSeparableConv2d,
-    conv_mult_adds,
-    conv_weight_count,
-    count_mult_adds,
-)
+from splitnet.nets.cnn import CNN, DepthwiseSeparableConv2d, conv_mult_adds, conv_weight_count
+from splitnet.nets.separable import conv2_closed_forms, costs, count_mult_adds
 
 
 def n_weights(mod: nn.Module) -> int:
@@ -132,3 +127,17 @@ def test_cnn_separable_runs_and_saves_parameters(shape):
     assert ma_std - ma_sep == (
         conv_mult_adds(k, n, m, h2, h2) - conv_mult_adds(k, n, m, h2, h2, separable=True)
     )
+
+
+@pytest.mark.parametrize("separable", [False, True])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28)])
+def test_costs_counted_equal_the_closed_forms(shape, separable):
+    """The study's row: hooks and numel on conv 2 give exactly the closed forms."""
+    with torch.device("meta"):
+        model = CNN(shape, 10, channels=(8, 12), dense=16, separable=separable)
+    c = costs(model)
+    assert c["conv2_shape"] == conv2_closed_forms(model)
+    assert c["conv2_weights"] == c["conv2_weights_closed_form"]
+    assert c["conv2_mult_adds"] == c["conv2_mult_adds_closed_form"]
+    assert c["params_total"] == sum(p.numel() for p in model.parameters())
+    assert c["mult_adds_total"] == sum(count_mult_adds(model, shape).values())

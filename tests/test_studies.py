@@ -1,10 +1,15 @@
 """Every study script refuses a bad config with one line and exit 2, and writes under results/
-of the directory it runs in unless ``--figures`` asks for the committed figures/."""
+of the directory it runs in unless ``--figures`` asks for the committed figures/; a resumable
+study skips what it recorded and refuses a rows file of another config."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import REPO, run_study
+
+from splitnet.study import config_hash, load_study
 
 STUDIES = sorted(p.parent.name for p in (REPO / "experiments").glob("*/run.py"))
 
@@ -17,13 +22,14 @@ def test_every_study_is_a_folder_with_config_and_script():
         assert f"python experiments/{name}/run.py experiments/{name}/config.toml" in doc
 
 
-@pytest.mark.parametrize("name", STUDIES)
+# every study once with an unknown key; the shared loader's other refusals once each
+# (a subprocess per case: each imports torch, so the list stays short)
 @pytest.mark.parametrize(
-    "text, word",
+    "name, text, word",
     [
-        ("no_such_key = 1\n", "no_such_key"),
-        ("this is [not toml", "not valid TOML"),
-        (None, "cannot read"),
+        *((name, "no_such_key = 1\n", "no_such_key") for name in STUDIES),
+        ("resplit", "this is [not toml", "not valid TOML"),
+        ("pruning", None, "cannot read"),
     ],
 )
 def test_a_bad_config_is_one_line_and_exit_2(tmp_path, name, text, word):
@@ -51,3 +57,61 @@ def test_the_separable_study_writes_results_not_figures(tmp_path):
     again = run_study("separable", [str(cfg), "--plot-only", "--figures"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "figures" / "separable.png").exists()
+
+
+@pytest.mark.parametrize(
+    "name, text, word",
+    [
+        ("separable", 'epochs = "8"\n', "epochs='8'"),
+        ("lightrnn", "models = 3\n", "models=3"),
+        ("pruning", "fractions = 0.5\n", "fractions=0.5"),
+        ("sparsification", "digits = 1\n", "digits=1"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_one_line_and_exit_2(tmp_path, name, text, word):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    proc = run_study(name, [str(bad)], tmp_path, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert word in proc.stderr and "must be" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_loader_types(tmp_path):
+    defaults = {"lr": 0.1, "epochs": 2, "flag": False, "name": "a", "xs": [1], "t": {}}
+    path = tmp_path / "c.toml"
+    path.write_text('lr = 1\nepochs = 3\nflag = true\nname = "b"\nxs = []\n[t]\nk = 1\n')
+    assert load_study(path, defaults) == {
+        "lr": 1,
+        "epochs": 3,
+        "flag": True,
+        "name": "b",
+        "xs": [],
+        "t": {"k": 1},
+    }
+    for text, word in (("epochs = 2.5\n", "an integer"), ("flag = 1\n", "true or false")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=word):
+            load_study(path, defaults)
+    assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1}) != config_hash({"a": 2})
+
+
+def test_the_separable_study_resumes_and_refuses_another_config(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("seeds = [0, 1]\nepochs = 1\nchannels = [2, 4]\ndense = 8\n")
+    rows = tmp_path / "results" / "separable" / "separable.jsonl"
+    first = run_study("separable", [str(cfg)], tmp_path)
+    assert first.returncode == 0, first.stderr
+    lines = rows.read_text().splitlines()
+    assert len(lines) == 4 and first.stdout.count("seed=") == 4
+    rows.write_text("\n".join(lines[:3]) + "\n" + lines[3][:20])  # killed mid-row
+    again = run_study("separable", [str(cfg)], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("seed=") == 1  # only the cell whose row was torn
+    relines = rows.read_text().splitlines()
+    assert relines[:3] == lines[:3] and len(relines) == 4
+    keep = [json.loads(x) for x in relines]
+    assert [r["test_accuracy"] for r in keep] == [json.loads(x)["test_accuracy"] for x in lines]
+    cfg.write_text("seeds = [0, 1]\nepochs = 2\nchannels = [2, 4]\ndense = 8\n")
+    other = run_study("separable", [str(cfg)], tmp_path)
+    assert other.returncode == 2 and "rows of another config" in other.stderr, other.stderr
+    assert rows.read_text().splitlines() == relines

@@ -11,23 +11,35 @@ import torch
 from conftest import REPO, run_mpi
 from torch import nn
 
-from splitnet.model import build_mlp
-from splitnet.parallel.tensor_parallel import ChunkedMLP, parse_sequential, partition
+from splitnet.model import build_mlp, parse_sequential
+from splitnet.parallel.tensor_parallel import ChunkedMLP
 
 
-@pytest.mark.parametrize(
-    "n,p,counts",
-    [(4, 2, [2, 2]), (7, 2, [4, 3]), (3, 4, [1, 1, 1, 0]), (0, 3, [0, 0, 0]), (10, 3, [4, 3, 3])],
-)
-def test_partition_is_array_split(n, p, counts):
-    c, o = partition(n, p)
-    assert c.tolist() == counts == [len(a) for a in np.array_split(np.arange(n), p)]
-    assert o.tolist() == [int(sum(counts[:r])) for r in range(p)]
+class RankOf:
+    """Just enough of a communicator for the constructor: rank r of p (no messages)."""
+
+    def __init__(self, rank: int, size: int):
+        self.rank, self.size = rank, size
+
+    def Get_rank(self) -> int:
+        return self.rank
+
+    def Get_size(self) -> int:
+        return self.size
 
 
-def test_partition_rejects_bad_sizes():
-    with pytest.raises(ValueError, match="k=0 parts"):
-        partition(4, 0)
+@pytest.mark.parametrize("p", [1, 2, 3, 4, 7])
+def test_each_rank_owns_its_array_split_rows(p):
+    """Rank r keeps rows ``np.array_split(range(n), p)[r]`` of every layer (n < p included)."""
+    ref = build_mlp([5, 7, 3, 2], seed=0)
+    layers = parse_sequential(ref)
+    for r in range(p):
+        net = ChunkedMLP.from_torch(ref, RankOf(r, p), broadcast=False)
+        for l, (lin, _) in enumerate(layers):
+            rows = np.array_split(np.arange(lin.out_features), p)[r]
+            assert net.counts[l] == len(rows) and net.all_counts[l].sum() == lin.out_features
+            np.testing.assert_array_equal(net.W[l], lin.weight.detach().numpy()[rows])
+            np.testing.assert_array_equal(net.b[l][:, 0], lin.bias.detach().numpy()[rows])
 
 
 def test_one_train_step_equals_torch_optim_sgd():

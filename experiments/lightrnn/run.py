@@ -9,18 +9,20 @@ frequency-ordered allocation kept fixed, (3) ``lightrnn+realloc``: the same, wit
 reallocated to cells (min-cost assignment) after the epochs in ``reallocate_after``.
 Perplexity = exp(mean NLL) over the same test tokens, with P(w) = P_r(r(w)) * P_c(c(w)) for
 LightRNN; the test uses the weights (and allocation) of the best validation epoch.
-Rows go to ``results/lightrnn/lightrnn.jsonl`` as each epoch ends; figure and table are drawn from
-that file alone. Not resumable: a run starts the file anew.
+Resumable: a model's rows (one per epoch, then its test row) are appended to
+``results/lightrnn/lightrnn.jsonl`` when it finishes, and a rerun skips the models recorded (each
+model depends on the config only); a model cut short is trained again from scratch. The figure
+and the table are drawn from that file alone.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import matplotlib.pyplot as plt
 import torch
@@ -28,6 +30,7 @@ import torch
 from splitnet import study
 from splitnet.nets import lightrnn as L
 from splitnet.nets.lightrnn import closed_form_params, evaluate, train_epoch
+from splitnet.results import append_rows
 
 DEFAULTS = {
     "seed": 0,
@@ -59,15 +62,17 @@ def check(cfg: dict, _args: object = None) -> dict:
     return cfg
 
 
-def train_model(kind: str, streams: dict, cfg: dict, emit) -> None:
+def train_model(kind: str, streams: dict[str, torch.Tensor], cfg: dict) -> list[dict]:
+    """Train one model; its rows: one per epoch, then the test row (best validation epoch)."""
     torch.manual_seed(cfg["seed"])
     cls = L.StandardLM if kind == "standard" else L.LightRNNLM
     model = cls(cfg["vocab_size"], cfg["dim"], cfg["hidden"], cfg["dropout"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     best, best_state, best_epoch, t_total = math.inf, None, 0, 0.0
+    rows = []
     for epoch in range(1, cfg["epochs"] + 1):
         t0 = time.perf_counter()
-        train_nll = train_epoch(model, streams["train"], cfg, opt)
+        train_nll = train_epoch(model, streams["train"], opt, bptt=cfg["bptt"], clip=cfg["clip"])
         valid_nll, _ = evaluate(model, streams["valid"], cfg["bptt"])
         row = {
             "kind": "epoch",
@@ -83,10 +88,11 @@ def train_model(kind: str, streams: dict, cfg: dict, emit) -> None:
             row["realloc"] = reallocate_step(model, streams["train"], streams["valid"], cfg)
         t_total += time.perf_counter() - t0
         row["seconds"] = time.perf_counter() - t0
-        emit(row)
+        rows.append(row)
+        show(row)
     model.load_state_dict(best_state)  # weights and (buffers) allocation of the best epoch
     test_nll, n_test = evaluate(model, streams["test"], cfg["bptt"])
-    emit(
+    rows.append(
         {
             "kind": "final",
             "model": kind,
@@ -101,6 +107,12 @@ def train_model(kind: str, streams: dict, cfg: dict, emit) -> None:
             ),
         }
     )
+    show(rows[-1])
+    return rows
+
+
+def show(row: dict) -> None:
+    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
 
 
 def reallocate_step(model, train, valid, cfg) -> dict:
@@ -130,7 +142,8 @@ def reallocate_step(model, train, valid, cfg) -> dict:
     }
 
 
-def run(cfg: dict, out: Path) -> list[dict]:
+def run(cfg: dict, f: BinaryIO, rows: list[dict]) -> list[dict]:
+    """The corpus row and every model not among ``rows``, appended to ``f``; returns all rows."""
     torch.set_num_threads(1)
     tokens = L.load_corpus()
     n = len(tokens)
@@ -144,9 +157,10 @@ def run(cfg: dict, out: Path) -> list[dict]:
         "valid": L.batchify(valid, cfg["eval_batch_size"]),
         "test": L.batchify(test, cfg["eval_batch_size"]),
     }
-    unk = vocab.index(L.UNK)
-    rows = [
-        {
+    tag = {"config_hash": study.config_hash(cfg)}
+    if not any(r["kind"] == "corpus" for r in rows):
+        unk = vocab.index(L.UNK)
+        corpus = {
             "kind": "corpus",
             "tokens": n,
             "train": len(train),
@@ -156,18 +170,18 @@ def run(cfg: dict, out: Path) -> list[dict]:
             "side": L.table_side(len(vocab)),
             "test_unk_rate": float((test == unk).float().mean()),
             "config": cfg,
+            **tag,
         }
-    ]
-    out.write_text(json.dumps(rows[0]) + "\n")
-
-    def emit(row):
-        rows.append(row)
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
-
+        append_rows(f, [corpus])
+        rows.append(corpus)
+    done = {r["model"] for r in rows if r["kind"] == "final"}
     for kind in cfg["models"]:
-        train_model(kind, streams, cfg, emit)
+        if kind in done:
+            print(f"{kind}: recorded, skipped", flush=True)
+            continue
+        new = [{**r, **tag} for r in train_model(kind, streams, cfg)]
+        append_rows(f, new)
+        rows += new
     return rows
 
 

@@ -21,11 +21,12 @@ measured. Not resumable: a run starts the file anew (timings of a resumed run wo
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -37,7 +38,8 @@ from splitnet import study
 from splitnet.data import load_dataset, three_way_split
 from splitnet.model import build_mlp
 from splitnet.parallel.prune import finetune, prune_connections, prune_neurons, sparsity
-from splitnet.sgd import accuracy
+from splitnet.results import append_rows
+from splitnet.sgd import accuracy, train
 
 METHODS = ("connections-layer", "connections-global", "neurons-l2", "neurons-activity")
 DEFAULTS = {
@@ -68,7 +70,7 @@ def check(cfg: dict, _args: object = None) -> dict:
     return cfg
 
 
-def csr_predictor(model: nn.Module):
+def csr_predictor(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     """The net's weights as CSR matrices; forward on feature-major activations ``(d, B)``."""
     layers, acts = [], []
     for m in model:
@@ -91,7 +93,9 @@ def csr_predictor(model: nn.Module):
     return predict
 
 
-def best_times(fns: dict, min_time: float, repeats: int) -> dict[str, float]:
+def best_times(
+    fns: dict[str, Callable[[], object]], min_time: float, repeats: int
+) -> dict[str, float]:
     """Best-of-rounds CPU seconds per call, the variants' rounds interleaved.
 
     CPU time (``time.process_time``) of this single-threaded process, not wall time: on a
@@ -117,14 +121,15 @@ def best_times(fns: dict, min_time: float, repeats: int) -> dict[str, float]:
     return best
 
 
-def prune(model, method: str, amount: float, X_train):
+def prune(model: nn.Module, method: str, amount: float, X_train: torch.Tensor) -> nn.Module:
     if method.startswith("connections"):
         return prune_connections(model, amount, scope=method.split("-")[1])
     criterion = method.split("-")[1]
     return prune_neurons(model, amount, criterion, X=X_train if criterion == "activity" else None)
 
 
-def run(cfg: dict, out: Path) -> list[dict]:
+def run(cfg: dict, f: BinaryIO, rows: list[dict]) -> list[dict]:
+    """Train, then prune, fine-tune and time every (method, fraction); rows appended to ``f``."""
     torch.set_num_threads(1)
     splits = three_way_split(load_dataset(cfg["dataset"]), 0.5, cfg["test_fraction"], cfg["seed"])
     Xtr, ytr = (torch.from_numpy(a) for a in splits.train)
@@ -132,13 +137,13 @@ def run(cfg: dict, out: Path) -> list[dict]:
     sizes = [Xtr.shape[1], *cfg["hidden"], splits.n_classes]
     base = build_mlp(sizes, cfg["activation"], seed=cfg["seed"])
     t0 = time.perf_counter()
-    finetune(
+    train(
         base,
         Xtr,
         ytr,
         epochs=cfg["epochs"],
-        lr=cfg["lr"],
         batch_size=cfg["batch_size"],
+        lr=cfg["lr"],
         seed=cfg["seed"],
     )
     print(
@@ -147,60 +152,59 @@ def run(cfg: dict, out: Path) -> list[dict]:
         flush=True,
     )
     xT, x1 = np.ascontiguousarray(Xte.numpy().T), Xte[:1]
-    rows = []
-    with out.open("w") as f:
-        for method in cfg["methods"]:
-            for amount in cfg["fractions"]:
-                net = prune(base, method, amount, Xtr)
-                csr = csr_predictor(net)
-                with torch.inference_mode():
-                    t = best_times(
-                        {
-                            "dense_batch": lambda n=net: n(Xte),
-                            "dense_one": lambda n=net: n(x1),
-                            "sparse_batch": lambda p=csr: p(xT),
-                        },
-                        cfg["timing_min_time"],
-                        cfg["timing_repeats"],
-                    )
-                n_params = sum(p.numel() for p in net.parameters())
-                common = {
-                    "method": method,
-                    "fraction": amount,
-                    "sizes": list(net.sizes),
-                    "params": n_params,
-                    "weight_sparsity": sparsity(net),
-                    "predict_batch_dense_s": t["dense_batch"],
-                    "predict_one_dense_s": t["dense_one"],
-                    "predict_batch_sparse_s": t["sparse_batch"],
-                    "test_samples": len(Xte),
-                    "load1": os.getloadavg()[0],
-                    "config": cfg,
-                }
-                accs = [accuracy(net, Xte, yte)]
-                if cfg["finetune_epochs"] > 0:  # in place: the pruned net is measured already
-                    finetune(
-                        net,
-                        Xtr,
-                        ytr,
-                        epochs=cfg["finetune_epochs"],
-                        lr=cfg["finetune_lr"],
-                        batch_size=cfg["batch_size"],
-                        seed=cfg["seed"] + 1,
-                    )
-                    accs.append(accuracy(net, Xte, yte))
-                for tuned_flag, acc in zip((False, True), accs, strict=False):
-                    row = {**common, "finetuned": tuned_flag, "test_acc": acc}
-                    rows.append(row)
-                    f.write(json.dumps(row) + "\n")
-                print(
-                    f"{method:19s} a={amount:.1f} params={n_params:6d} "
-                    f"acc={accs[0]:.4f}"
-                    + (f" tuned={accs[1]:.4f}" if len(accs) > 1 else "")
-                    + f"  dense {t['dense_batch'] * 1e3:.3f} ms sparse "
-                    f"{t['sparse_batch'] * 1e3:.3f} ms",
-                    flush=True,
+    tag = {"config_hash": study.config_hash(cfg)}
+    for method in cfg["methods"]:
+        for amount in cfg["fractions"]:
+            net = prune(base, method, amount, Xtr)
+            csr = csr_predictor(net)
+            with torch.inference_mode():
+                t = best_times(
+                    {
+                        "dense_batch": lambda n=net: n(Xte),
+                        "dense_one": lambda n=net: n(x1),
+                        "sparse_batch": lambda p=csr: p(xT),
+                    },
+                    cfg["timing_min_time"],
+                    cfg["timing_repeats"],
                 )
+            n_params = sum(p.numel() for p in net.parameters())
+            common = {
+                "method": method,
+                "fraction": amount,
+                "sizes": list(net.sizes),
+                "params": n_params,
+                "weight_sparsity": sparsity(net),
+                "predict_batch_dense_s": t["dense_batch"],
+                "predict_one_dense_s": t["dense_one"],
+                "predict_batch_sparse_s": t["sparse_batch"],
+                "test_samples": len(Xte),
+                "load1": os.getloadavg()[0],
+                "config": cfg,
+            }
+            accs = [accuracy(net, Xte, yte)]
+            if cfg["finetune_epochs"] > 0:  # in place: the pruned net is measured already
+                finetune(
+                    net,
+                    Xtr,
+                    ytr,
+                    epochs=cfg["finetune_epochs"],
+                    lr=cfg["finetune_lr"],
+                    batch_size=cfg["batch_size"],
+                    seed=cfg["seed"] + 1,
+                )
+                accs.append(accuracy(net, Xte, yte))
+            for tuned_flag, acc in zip((False, True), accs, strict=False):
+                row = {**common, "finetuned": tuned_flag, "test_acc": acc, **tag}
+                rows.append(row)
+                append_rows(f, [row])
+            print(
+                f"{method:19s} a={amount:.1f} params={n_params:6d} "
+                f"acc={accs[0]:.4f}"
+                + (f" tuned={accs[1]:.4f}" if len(accs) > 1 else "")
+                + f"  dense {t['dense_batch'] * 1e3:.3f} ms sparse "
+                f"{t['sparse_batch'] * 1e3:.3f} ms",
+                flush=True,
+            )
     return rows
 
 
@@ -284,7 +288,15 @@ def plot(rows: list[dict], path: str | Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     return study.table_study(
-        "pruning", __doc__, DEFAULTS, argv, check=check, run=run, plot=plot, table=table
+        "pruning",
+        __doc__,
+        DEFAULTS,
+        argv,
+        check=check,
+        run=run,
+        plot=plot,
+        table=table,
+        resumable=False,
     )
 
 

@@ -3,33 +3,32 @@
     python experiments/separable/run.py experiments/separable/config.toml    # ~35 s
     python experiments/separable/run.py experiments/separable/config.toml --figures
 
-For a k x k convolution from N to M channels over a D_F x D_F output map (stride 1)::
+Trains ``CNN(separable=False)`` and ``CNN(separable=True)`` (``splitnet.nets.cnn``) with Adam
+through ``splitnet.sgd`` on the same seeded splits, and records per (variant, seed) the test
+accuracy and the costs of ``splitnet.nets.separable.costs``: parameters by ``numel`` and
+multiply-adds by forward hooks, beside the closed forms K*K*N*M and K*K*N + N*M.
 
-    standard    weights K*K*N*M          mult-adds D_F^2 * K*K*N*M
-    separable   weights K*K*N + N*M      mult-adds D_F^2 * (K*K*N + N*M)
-    ratio       1/M + 1/K^2              (the same for both)
-
-The study trains ``CNN(separable=False)`` and ``CNN(separable=True)`` on the same seeded splits,
-counts parameters with ``numel`` and multiply-adds with forward hooks
-(``nets.cnn.count_mult_adds``), and writes one JSON line per (variant, seed) to
-``results/separable/separable.jsonl``; the figure and the markdown table are made from that file
-alone. Not resumable: a run rewrites the file (about 35 s).
+Resumable: one JSON line per (variant, seed) is appended to ``results/separable/separable.jsonl``
+as it completes, and a rerun skips the recorded cells (a cell depends on its seed only). The
+figure and the markdown table are drawn from that file alone.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from splitnet import study
-from splitnet.data import load_dataset, three_way_split
-from splitnet.nets.cnn import CNN, conv2_closed_forms, count_mult_adds
+from splitnet.data import Splits, load_dataset, three_way_split
+from splitnet.nets.cnn import CNN
+from splitnet.nets.separable import costs
+from splitnet.results import append_rows
 from splitnet.sgd import accuracy, train
 
 DEFAULTS = {
@@ -44,6 +43,7 @@ DEFAULTS = {
     "dropout": 0.25,
     "test_fraction": 0.25,
 }
+VARIANTS = ("standard", "separable")
 
 
 def check(cfg: dict, _args: object = None) -> dict:
@@ -52,11 +52,13 @@ def check(cfg: dict, _args: object = None) -> dict:
             raise ValueError(f"{key}={cfg[key]} must be >= 1")
     if not cfg["seeds"]:
         raise ValueError("seeds=[] must name at least one seed")
+    if len(cfg["channels"]) != 2 or min(cfg["channels"]) < 1:
+        raise ValueError(f"channels={cfg['channels']} must be two positive integers")
     return cfg
 
 
-def train_eval(cfg: dict, separable: bool, seed: int, splits) -> dict:
-    """Train one CNN with Adam for ``epochs``; return its test accuracy and costs."""
+def train_eval(cfg: dict, separable: bool, seed: int, splits: Splits) -> dict[str, Any]:
+    """Train one CNN with Adam for ``epochs``; its test accuracy, losses and costs."""
     torch.manual_seed(seed)  # the initial weights and the dropout masks
     model = CNN(
         splits.image_shape,
@@ -74,53 +76,43 @@ def train_eval(cfg: dict, separable: bool, seed: int, splits) -> dict:
         epochs=cfg["epochs"],
         batch_size=cfg["batch_size"],
         lr=cfg["lr"],
-        seed=seed,
+        seed=seed,  # the minibatch order: one seeded permutation per epoch
         optimizer=lambda ps: torch.optim.Adam(ps, lr=cfg["lr"]),
     )
-    train_s = time.perf_counter() - t0
-    acc = accuracy(model, *splits.test)
-    hooks = count_mult_adds(model, splits.image_shape)
-    closed = conv2_closed_forms(model)
-    conv2_hooked = sum(v for k, v in hooks.items() if k.startswith("features.3"))
-    conv2_params = sum(
-        p.numel()
-        for n, p in model.named_parameters()
-        if n.startswith("features.3") and n.endswith("weight")
-    )
     return {
-        "variant": "separable" if separable else "standard",
+        "variant": VARIANTS[separable],
         "seed": seed,
-        "test_accuracy": acc,
+        "test_accuracy": accuracy(model, *splits.test),
         "train_losses": losses,
-        "train_seconds": train_s,
-        "params_total": sum(p.numel() for p in model.parameters()),
-        "conv2_weights": conv2_params,
-        "conv2_weights_closed_form": closed["weights"],
-        "conv2_mult_adds": conv2_hooked,
-        "conv2_mult_adds_closed_form": closed["mult_adds"],
-        "mult_adds_total": sum(hooks.values()),
-        "conv2_shape": closed,
+        "train_seconds": time.perf_counter() - t0,
+        **costs(model),
     }
 
 
-def run(cfg: dict, out: Path) -> list[dict]:
+def run(cfg: dict, f: BinaryIO, rows: list[dict]) -> list[dict]:
+    """Every (seed, variant) cell not among ``rows``, appended to ``f``; returns all rows."""
     torch.set_num_threads(1)
+    done = {r["key"] for r in rows}
     ds = load_dataset(cfg["dataset"])
-    rows = []
     for seed in cfg["seeds"]:
         # pretrain + remaining = the training set; the pretrain fraction only matters to the
         # splitting studies, so any value in (0, 1) gives the same train/test partition.
-        splits = three_way_split(ds, 0.5, cfg["test_fraction"], seed)
+        splits = None
         for separable in (False, True):
+            key = f"{VARIANTS[separable]}|{seed}"
+            if key in done:
+                continue
+            splits = splits or three_way_split(ds, 0.5, cfg["test_fraction"], seed)
             row = train_eval(cfg, separable, seed, splits)
-            row["config"] = cfg
+            row.update(key=key, config_hash=study.config_hash(cfg), config=cfg)
+            append_rows(f, [row])
             rows.append(row)
             print(
                 f"seed={seed} {row['variant']:9s} acc={row['test_accuracy']:.4f} "
                 f"params={row['params_total']} conv2={row['conv2_weights']} "
-                f"({row['train_seconds']:.1f}s)"
+                f"({row['train_seconds']:.1f}s)",
+                flush=True,
             )
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 

@@ -5,9 +5,12 @@
         --datasets mnist --figures
 
 Each run is ``mpiexec -n RANKS python -m mpi4py -m splitnet.parallel.dataparallel ...`` writing
-``results/sparsification/<dataset>_<compressor>[_res|_nores].jsonl``; a rerun skips the runs
-whose file is complete (ends with its summary row). The drawing functions read those files only
-(never train) and write into ``results/sparsification/`` (``--figures``: ``figures/``):
+``results/sparsification/<dataset>_<compressor>[_res|_nores].jsonl``; every run's options are
+checked by dataparallel's own parser before the first one starts. Resumable: a rerun skips the
+runs whose file is complete (ends with its summary row) with the same options, and refuses a
+complete file made with other options (move it away to rerun it). The drawing functions read
+those files only (never train) and write into ``results/sparsification/`` (``--figures``:
+``figures/``):
 
 - ``sparsification_histograms.png``  weights and pre-compression gradients at the snapshots
 - ``sparsification_threshold.png``   threshold and fraction sent against iteration
@@ -28,6 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from splitnet import study
+from splitnet.parallel import dataparallel
 from splitnet.parallel.compress import COMPRESSORS, wire_seconds
 from splitnet.results import read_rows
 
@@ -42,74 +46,104 @@ DEFAULTS = {
     "mnist": {},
     "idx": {},
 }
-OUT = Path("results/sparsification")  # set by main from study.output_dirs
+RUN_OPTIONS = ("dataset", "compressor", "residual", "out", "quiet")  # set by the study, per run
 
 
 def check(cfg: dict, args: object = None) -> dict:
-    """The datasets override, known compressors, a table of options per dataset."""
+    """The datasets override; known compressors; every run's options valid for dataparallel."""
     if getattr(args, "datasets", ""):
         cfg["datasets"] = args.datasets.split(",")
-    bad = [c for c in cfg.get("compressors", []) if c not in COMPRESSORS]
+    bad = [c for c in cfg["compressors"] if c not in COMPRESSORS]
     if bad:
         raise ValueError(f"compressors {bad} are not among {', '.join(COMPRESSORS)}")
-    if int(cfg.get("ranks", 2)) < 1:
+    if int(cfg["ranks"]) < 1:
         raise ValueError(f"ranks={cfg['ranks']} must be >= 1")
-    missing = [d for d in cfg["datasets"] if d not in ("digits", "mnist", "idx") or not cfg[d]]
+    missing = [d for d in cfg["datasets"] if d not in dataparallel.DATASETS or not cfg[d]]
     if missing:
         raise ValueError(f"datasets {missing} have no [table] of training options")
+    labels = [label(comp, res) for _, comp, res in run_names(cfg)]
+    if cfg["histogram_run"] not in labels:
+        raise ValueError(f"histogram_run={cfg['histogram_run']!r} is not among the runs {labels}")
+    for ds in cfg["datasets"]:
+        taken = sorted(set(cfg[ds]) & set(RUN_OPTIONS))
+        if taken:
+            raise ValueError(f"[{ds}] sets {taken}, which the study sets for every run")
+    for ds, comp, res in run_names(cfg):
+        try:
+            dataparallel.options(run_argv(cfg, ds, comp, res, study.RESULTS / "sparsification"))
+        except ValueError as e:
+            raise ValueError(f"[{ds}]: {e}") from None
     return cfg
 
 
 def run_names(cfg: dict) -> list[tuple[str, str, bool]]:
     """(dataset, compressor, residual) for every run; ``none`` once (nothing is left unsent)."""
     out = []
-    for ds in cfg.get("datasets", ["digits"]):
-        for c in cfg.get("compressors", list(COMPRESSORS)):
-            for res in [True] if c == "none" else cfg.get("residual", [True, False]):
+    for ds in cfg["datasets"]:
+        for c in cfg["compressors"]:
+            for res in [True] if c == "none" else cfg["residual"]:
                 out.append((ds, c, bool(res)))
     return out
 
 
-def result_path(cfg: dict, ds: str, comp: str, res: bool) -> Path:
+def result_path(out: Path, ds: str, comp: str, res: bool) -> Path:
     tail = "" if comp == "none" else ("_res" if res else "_nores")
-    return Path(cfg.get("_out", OUT)) / f"{ds}_{comp}{tail}.jsonl"
+    return Path(out) / f"{ds}_{comp}{tail}.jsonl"
 
 
-def run_all(cfg: dict) -> None:
+def run_argv(cfg: dict, ds: str, comp: str, res: bool, out: Path) -> list[str]:
+    """The options of one dataparallel run: the dataset's table, then the run's own."""
+    opts = [f"--{k.replace('_', '-')}={v}" for k, v in cfg[ds].items()]
+    return [
+        f"--dataset={ds}",
+        f"--compressor={comp}",
+        "--residual" if res else "--no-residual",
+        *opts,
+        "--quiet",
+        f"--out={result_path(out, ds, comp, res)}",
+    ]
+
+
+def recorded(path: Path, argv: list[str]) -> bool:
+    """Whether ``path`` is a complete run with the options of ``argv`` (ValueError: another's)."""
+    rows = read_rows(path, require=None)
+    if not rows or not rows[-1].get("summary"):
+        return False  # absent, or cut short (rank 0 writes at the end): run it
+    want = vars(dataparallel.options(argv))
+    other = {
+        k: (rows[-1].get(k), v)
+        for k, v in want.items()
+        if k not in ("out", "quiet") and rows[-1].get(k) != v
+    }
+    if other:
+        k, (was, now) = next(iter(other.items()))
+        raise ValueError(
+            f"{str(path)!r} is a complete run with other options ({k}: {was!r} recorded, "
+            f"{now!r} asked); move it away to rerun it"
+        )
+    return True
+
+
+def run_all(cfg: dict, out: Path) -> None:
     exe = Path(sys.executable).parent / "mpiexec"
     mpiexec = str(exe) if exe.exists() else "mpiexec"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    for ds, comp, res in run_names(cfg):
-        path = result_path(cfg, ds, comp, res)
-        if (
-            path.exists()
-            and read_rows(path, require=None)[-1:]
-            and read_rows(path, require=None)[-1].get("summary")
-        ):
-            print(f"{path}: complete, skipped", flush=True)
+    runs = [run_argv(cfg, ds, comp, res, out) for ds, comp, res in run_names(cfg)]
+    try:  # every recorded file checked before the first run
+        todo = [argv for argv in runs if not recorded(Path(argv[-1][len("--out=") :]), argv)]
+    except ValueError as e:
+        study.fail("sparsification", str(e))
+    for argv in runs:
+        if argv not in todo:
+            print(f"{argv[-1][len('--out=') :]}: complete, skipped", flush=True)
             continue
-        opts = [f"--{k.replace('_', '-')}={v}" for k, v in cfg[ds].items()]
-        cmd = [
-            mpiexec,
-            "-n",
-            str(cfg.get("ranks", 2)),
-            sys.executable,
-            "-m",
-            "mpi4py",
-            "-m",
-            "splitnet.parallel.dataparallel",
-            "--dataset",
-            ds,
-            "--compressor",
-            comp,
-            "--residual" if res else "--no-residual",
-            *opts,
-            "--quiet",
-            "--out",
-            str(result_path(cfg, ds, comp, res)),
-        ]
+        cmd = [mpiexec, "-n", str(cfg["ranks"]), sys.executable, "-m", "mpi4py", "-m"]
+        cmd += ["splitnet.parallel.dataparallel", *argv]
         print(" ".join(cmd[3:]), flush=True)
-        subprocess.run(cmd, check=True, env=env)
+        proc = subprocess.run(cmd, env=env)
+        if proc.returncode:
+            print(f"sparsification: {' '.join(cmd)} exited {proc.returncode}", file=sys.stderr)
+            raise SystemExit(proc.returncode)
 
 
 def read_run(path: Path) -> tuple[list[dict], dict]:
@@ -117,10 +151,10 @@ def read_run(path: Path) -> tuple[list[dict], dict]:
     return [r for r in rows if "iteration" in r], rows[-1]
 
 
-def load_runs(cfg: dict, ds: str) -> dict[str, tuple[list[dict], dict]]:
+def load_runs(cfg: dict, out: Path, ds: str) -> dict[str, tuple[list[dict], dict]]:
     runs = {}
     for d, comp, res in run_names(cfg):
-        p = result_path(cfg, d, comp, res)
+        p = result_path(out, d, comp, res)
         if d == ds and p.exists():
             runs[label(comp, res)] = read_run(p)
     return runs
@@ -165,9 +199,7 @@ def plot_histograms(rows: list[dict], path: Path, title: str) -> None:
             ax.tick_params(labelsize=7)
     axes[1][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    study.save_figure(fig, path)
 
 
 FLOOR = 1e-7  # log axes cannot show the dynamic rule's tau = 0
@@ -196,9 +228,7 @@ def plot_threshold(runs: dict, path: Path) -> None:
     )
     handles, labels = a1.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    study.save_figure(fig, path, rect=(0, 0.1, 1, 1))
 
 
 def plot_accuracy(runs: dict, path: Path) -> None:
@@ -215,9 +245,7 @@ def plot_accuracy(runs: dict, path: Path) -> None:
     )
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    study.save_figure(fig, path)
 
 
 def table(runs: dict, ds: str) -> str:
@@ -252,15 +280,15 @@ def table(runs: dict, ds: str) -> str:
     return "\n".join(lines)
 
 
-def draw(cfg: dict, figs: Path) -> None:
-    for ds in cfg.get("datasets", ["digits"]):
-        runs = load_runs(cfg, ds)
+def draw(cfg: dict, out: Path, figs: Path) -> None:
+    for ds in cfg["datasets"]:
+        runs = load_runs(cfg, out, ds)
         if not runs:
             raise ValueError(f"no results for dataset {ds!r}; run without --plot-only first")
         suffix = "" if ds == "digits" else f"_{ds}"  # digits, the default, gets the plain names
-        hist = cfg.get("histogram_run", "none")
+        hist = cfg["histogram_run"]
         if hist not in runs:
-            raise ValueError(f"histogram_run={hist!r} is not among the runs {sorted(runs)}")
+            raise ValueError(f"histogram_run={hist!r}: no results for it; run it first")
         plot_histograms(
             runs[hist][0],
             figs / f"sparsification_histograms{suffix}.png",
@@ -283,10 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         check=check,
         options=[("--datasets", {"default": "", "help": "override the config's list, e.g. mnist"})],
     )
-    cfg["_out"], figs = study.output_dirs("sparsification", args.figures)
+    out, figs = study.output_dirs("sparsification", args.figures)
     if not args.plot_only:
-        run_all(cfg)
-    draw(cfg, figs)
+        run_all(cfg, out)
+    try:
+        draw(cfg, out, figs)
+    except ValueError as e:
+        study.fail("sparsification", str(e))
     return 0
 
 

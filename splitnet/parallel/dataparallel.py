@@ -27,56 +27,138 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
-from splitnet import partition
-from splitnet.data import load_dataset, three_way_split
-from splitnet.mpi import SUM, abort_on_error, world, wtime
-from splitnet.nets.cnn import CNN
-from splitnet.parallel import compress as cz
-from splitnet.sgd import accuracy
+from ..data import load_dataset, three_way_split
+from ..mpi import SUM, Comm, abort_on_error, world, wtime
+from ..nets.cnn import CNN
+from ..partition import bounds
+from ..sgd import accuracy
+from . import compress as cz
+from .collectives import ByteCounter, allreduce
 
 ALLREDUCE = ("mpi", "ring", "tree", "ps")
 DATASETS = ("digits", "mnist", "idx")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+USAGE = """\
+Run it under MPI, one process per rank (rank 0 writes --out):
+
+    mpiexec -n N python -m mpi4py -m splitnet.parallel.dataparallel [options]
+
+e.g. mpiexec -n 2 python -m mpi4py -m splitnet.parallel.dataparallel --compressor dynamic \\
+         --iterations 950 --out results/dp.jsonl
+Plain "python -m splitnet.parallel.dataparallel [options]" runs a single rank.
+"""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help (an empty one says so in the help text itself); the
+    description's command lines kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default == "" else super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="splitnet.parallel.dataparallel", description=__doc__.split("\n")[0]
+        prog="splitnet.parallel.dataparallel",
+        description=__doc__.split("\n")[0] + "\n\n" + USAGE,
+        formatter_class=_Formatter,
     )
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--data-path", default="", help="IDX directory or .npz for --dataset idx")
-    p.add_argument("--compressor", default="dynamic", help=f"one of {', '.join(cz.COMPRESSORS)}")
+    p.add_argument(
+        "--data-path",
+        default="",
+        help="IDX directory or .npz file, for --dataset idx (default: none)",
+    )
+    p.add_argument(
+        "--compressor",
+        default="dynamic",
+        help=f"gradient compression, one of {', '.join(cz.COMPRESSORS)} (none: dense exchange)",
+    )
     p.add_argument(
         "--residual",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="accumulate unsent gradients locally (default on)",
+        help="accumulate the unsent part of each gradient locally and add it to the next",
     )
-    p.add_argument("--topk-fraction", type=float, default=0.004)
-    p.add_argument("--allreduce", default="mpi", help="dense path: mpi, ring, tree or ps")
-    p.add_argument("--iterations", type=int, default=950)
-    p.add_argument("--batch-size", type=int, default=50, help="global batch, split over ranks")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--topk-fraction",
+        type=float,
+        default=0.004,
+        help="fraction of the entries --compressor topk sends",
+    )
+    p.add_argument(
+        "--allreduce",
+        default="mpi",
+        help=f"dense-exchange algorithm for --compressor none, one of {', '.join(ALLREDUCE)}",
+    )
+    p.add_argument("--iterations", type=int, default=950, help="SGD steps T")
+    p.add_argument(
+        "--batch-size", type=int, default=50, help="global batch B, split over the ranks"
+    )
+    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (no momentum)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="data split, initial weights, batches and dropout masks (the same on every rank)",
+    )
     p.add_argument("--channels", default="32,64", help="conv channels c1,c2")
-    p.add_argument("--dense", type=int, default=0, help="dense width (0: 128 digits, 1024 MNIST)")
-    p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--test-fraction", type=float, default=0.25)
-    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument(
+        "--dense", type=int, default=0, help="dense layer width (0: 128 for digits, 1024 MNIST)"
+    )
+    p.add_argument("--dropout", type=float, default=0.5, help="dropout on the dense layer")
+    p.add_argument(
+        "--test-fraction", type=float, default=0.25, help="fraction of the data held out for test"
+    )
+    p.add_argument(
+        "--eval-every", type=int, default=50, help="test accuracy every this many iterations"
+    )
     p.add_argument(
         "--snapshot-iterations",
         default="0,50,200,550,950",
         help="iterations whose rows carry weight/gradient histograms",
     )
     p.add_argument("--bins", type=int, default=80, help="histogram bins of the snapshots")
-    p.add_argument("--out", default="", help="JSON Lines file (rank 0 writes)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--out",
+        default="",
+        help="JSON Lines file of the rows, written by rank 0 at the end; checked before "
+        "training (default: none, only the summary is printed)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def options(argv: Sequence[str]) -> argparse.Namespace:
+    """The options of ``argv``, all checked; a ValueError names a bad or unknown one (for
+    callers that build command lines, such as the sparsification study, before any run)."""
+    p = build_parser()
+    p.exit_on_error = False  # a value of the wrong type raises ArgumentError instead of exiting
+    try:
+        args, unknown = p.parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise ValueError(str(e)) from None
+    if unknown:
+        raise ValueError(f"unknown options {unknown} of splitnet.parallel.dataparallel")
+    validate(args)
+    return args
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options, all checked before any work (a bad one: usage, its value, exit 2)."""
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         validate(args)
@@ -129,11 +211,26 @@ def validate(a: argparse.Namespace) -> None:
     snaps = _int_list("--snapshot-iterations", a.snapshot_iterations)
     if any(s < 0 for s in snaps):  # those beyond --iterations are simply never reached
         raise ValueError(f"--snapshot-iterations={a.snapshot_iterations!r} must be >= 0")
+    check_out(a.out)
 
 
-def shard_bounds(batch: int, ranks: int) -> np.ndarray:
-    """(N+1,) offsets s_r of contiguous shards; sizes differ by at most one (some may be 0)."""
-    return np.array(partition.bounds(batch, ranks))
+def check_out(out: str) -> None:
+    """``--out`` must be a file rank 0 can write at the end: not a directory, and its folder
+    either exists and is writable or can be created (checked now, not after the training)."""
+    if not out:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out={out!r} is a directory; name a .jsonl file in it")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"--out={out!r} exists and is not writable")
+    folder = path.absolute().parent
+    while not folder.exists():  # the nearest existing ancestor is where folders get created
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out={out!r} cannot be created: {str(folder)!r} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out={out!r} cannot be created: {str(folder)!r} is not writable")
 
 
 def dropout_keep(seed: int, iteration: int, batch: int, width: int, p: float) -> torch.Tensor:
@@ -144,7 +241,7 @@ def dropout_keep(seed: int, iteration: int, batch: int, width: int, p: float) ->
     return (torch.rand(batch, width, generator=gen) >= p).float() / (1.0 - p)
 
 
-def batch_indices(seed: int, n_train: int, batch: int):
+def batch_indices(seed: int, n_train: int, batch: int) -> Iterator[np.ndarray]:
     """Infinite stream of global batches: a seeded permutation per epoch, identical on all ranks."""
     rng = np.random.default_rng(seed)
     pos, perm = n_train, None
@@ -155,7 +252,10 @@ def batch_indices(seed: int, n_train: int, batch: int):
         pos += batch
 
 
-def load_data(a):
+def load_data(
+    a: argparse.Namespace,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+    """(X_train, y_train, X_test, y_test, image shape); train = pretrain + remaining."""
     ds = load_dataset(a.dataset, a.data_path, seed=a.seed)
     sp = three_way_split(ds, 0.5, a.test_fraction, a.seed)  # pretrain|remaining = train
     (Xtr, ytr), (Xte, yte) = sp.train, sp.test
@@ -168,7 +268,7 @@ def load_data(a):
     )
 
 
-def build_model(a, image_shape) -> CNN:
+def build_model(a: argparse.Namespace, image_shape: tuple[int, int, int]) -> CNN:
     torch.manual_seed(a.seed)  # same initial weights on every rank
     return CNN(
         image_shape,
@@ -193,7 +293,9 @@ def set_grad(model: nn.Module, flat: np.ndarray) -> None:
         off += p.numel()
 
 
-def local_step(model, x, y, batch: int, keep: torch.Tensor) -> float:
+def local_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, keep: torch.Tensor
+) -> float:
     """Backprop sum_{j in shard} loss_j / B (B = global batch); returns that partial loss."""
     model.zero_grad(set_to_none=False)
     if len(y) == 0:  # empty shard (B < N): contributes a zero gradient
@@ -209,7 +311,7 @@ def local_step(model, x, y, batch: int, keep: torch.Tensor) -> float:
     return float(loss.detach())
 
 
-def exchange_sparse(comm, sent: cz.Sparse) -> tuple[np.ndarray, np.ndarray]:
+def exchange_sparse(comm: Comm, sent: cz.Sparse) -> tuple[np.ndarray, np.ndarray]:
     """Allgatherv indices and values; returns (dense sum in rank order, per-rank counts)."""
     counts = np.array(comm.allgather(sent.count), dtype=np.int64)  # the 4-byte counts
     displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -221,19 +323,17 @@ def exchange_sparse(comm, sent: cz.Sparse) -> tuple[np.ndarray, np.ndarray]:
     return cz.sum_sparse(parts, sent.size), counts
 
 
-def exchange_dense(comm, g: np.ndarray, algorithm: str) -> tuple[np.ndarray, int | None]:
+def exchange_dense(comm: Comm, g: np.ndarray, algorithm: str) -> tuple[np.ndarray, int | None]:
     """Dense sum; returns (sum, exact bytes this rank sent or None when MPI's choice)."""
     if algorithm == "mpi":
         out = np.empty_like(g)
         comm.Allreduce(g, out, op=SUM)
         return out, None
-    from splitnet.parallel import collectives  # lazy: only the non-default algorithms need it
-
-    counter = collectives.ByteCounter()
-    return collectives.allreduce(g, algorithm, comm, counter=counter), counter.bytes
+    counter = ByteCounter()
+    return allreduce(g, algorithm, comm, counter=counter), counter.bytes
 
 
-def histogram(x: np.ndarray, bins: int) -> dict:
+def histogram(x: np.ndarray, bins: int) -> dict[str, Any]:
     """Symmetric histogram over [-max|x|, max|x|] with the mean and sigma of x."""
     m = float(np.abs(x).max()) or 1.0
     counts, _ = np.histogram(x, bins=bins, range=(-m, m))
@@ -253,7 +353,7 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
     return acc
 
 
-def train(a: argparse.Namespace, comm=None) -> tuple[nn.Module, list[dict]]:
+def train(a: argparse.Namespace, comm: Comm | None = None) -> tuple[nn.Module, list[dict]]:
     """Run the data-parallel loop; returns the model and (on rank 0) the rows."""
     comm = comm or world()
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -265,15 +365,12 @@ def train(a: argparse.Namespace, comm=None) -> tuple[nn.Module, list[dict]]:
         p.grad = torch.zeros_like(p)
     comp = cz.make_compressor(a.compressor, n, a.residual, topk_fraction=a.topk_fraction)
     width = model.classifier[1].out_features  # the dropout acts on the first dense layer
-    s = shard_bounds(a.batch_size, size)
-    lo, hi = int(s[rank]), int(s[rank + 1])
+    lo, hi = bounds(a.batch_size, size)[rank : rank + 2]  # my shard of every global batch
     snaps = set(_int_list("--snapshot-iterations", a.snapshot_iterations))
     batches = batch_indices(a.seed, len(ytr), a.batch_size)
     rows: list[dict] = []
     steps = range(a.iterations + 1)
     if rank == 0 and not a.quiet:
-        from tqdm import tqdm
-
         steps = tqdm(steps, desc=f"{a.compressor}{'+r' if a.residual else ''}")
     for t in steps:
         row = {"iteration": t}
@@ -335,7 +432,7 @@ def train(a: argparse.Namespace, comm=None) -> tuple[nn.Module, list[dict]]:
     return model, rows
 
 
-def write_rows(rows: list[dict], path: str) -> None:
+def write_rows(rows: list[dict], path: str | Path) -> None:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
@@ -343,7 +440,7 @@ def write_rows(rows: list[dict], path: str) -> None:
             f.write(json.dumps(r) + "\n")
 
 
-def main(argv=None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     comm = world()
     with abort_on_error(comm):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from mpi4py import MPI
 
 from splitnet.parallel import dataparallel as dp
+from splitnet.parallel.collectives import bytes_sent
 
 TINY = [
     "--channels",
@@ -66,8 +67,6 @@ def check_equals_reference(comm, extra: list[str], name: str) -> None:
         assert err < 1e-5, f"{name}: max |dp - single| = {err}"
         assert rows[-1]["replicas_identical"], name
         if "--allreduce" in extra:  # the exact bytes our collective sent, averaged over ranks
-            from splitnet.parallel.collectives import bytes_sent
-
             size, n = comm.Get_size(), rows[-1]["n_params"]
             want = np.mean([bytes_sent(args.allreduce, size, 4 * n, r, 4) for r in range(size)])
             assert rows[0]["bytes_sent"] == want, (rows[0]["bytes_sent"], want)

@@ -17,7 +17,9 @@ An AssertionError aborts the job (non-zero exit) under ``python -m mpi4py``.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,9 +105,6 @@ def check(comm, name, make) -> None:
 
 def bench_smoke(out: str) -> None:
     """Run benchmarks/bench_tensor_parallel.py tiny, in this job (saves a second launch)."""
-    import importlib.util
-    from pathlib import Path
-
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_tensor_parallel.py"
     spec = importlib.util.spec_from_file_location("bench_tp", path)
     bench = importlib.util.module_from_spec(spec)
