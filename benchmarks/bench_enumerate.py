@@ -97,7 +97,7 @@ def main() -> None:
         "--big-stop",
         type=int,
         default=4096,
-        help="combinations of the [10,10] run (0 = all 31,752: about 4 minutes)",
+        help="combinations of the [10,10] run (0 = all 31,752: that run alone ~4 min)",
     )
     ap.add_argument("--skip-mpi", action="store_true")
     ap.add_argument(

@@ -36,10 +36,9 @@ from functools import cached_property
 
 import numpy as np
 
-from .config import Config
+from .config import VARIANTS, Config
 from .partition import balanced, check_groups
 
-VARIANTS = ("straight", "alternating", "all-paths")
 # a random strategy draws this many splits (combination i is the i-th seeded draw)
 RANDOM_DRAWS = 100
 

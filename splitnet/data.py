@@ -152,6 +152,11 @@ def check_dataset(ds: Dataset, source: str) -> Dataset:
         raise ValueError(f"{source}: {bad} sample(s) have non-finite features (NaN or inf)")
     if y.min() < 0:
         raise ValueError(f"{source}: labels must be 0..C-1, found {y.min()}")
+    if y.max() >= len(y):  # C classes need C outputs: a stray huge label would size the net
+        raise ValueError(
+            f"{source}: label {y.max()} but only {len(y)} samples; labels must be "
+            "0..C-1 with every class present"
+        )
     if len(np.unique(y)) < 2:
         raise ValueError(f"{source}: a single class ({np.unique(y).tolist()}); need >= 2")
     return ds

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from .batched import MIN_COLUMNS, stack_params, train_stack
+from .config import ENGINES
 from .model import MLP
 from .pieces import Params, as_mlp, cut, dropout_factors, scale_for_dropout
 from .sgd import sgd
 
-ENGINES = ("loop", "batched")
 MAX_STACK = 1024  # pieces trained together; larger job lists are split into several stacks
 
 

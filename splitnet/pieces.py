@@ -35,14 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import OUTPUTS, UNHELD
 from .model import MLP
 from .split import Split
 
 Path = Sequence[int]  # one group per hidden layer
 
 Params = list[torch.Tensor]  # [W_1, b_1, ..., W_out, b_out]
-OUTPUTS = ("sum", "rescale", "shared-rescale")
-UNHELD = ("pretrained", "zero")
 
 
 def piece_neurons(split: Split, path: Path) -> list[np.ndarray]:

@@ -38,7 +38,7 @@ def mean_ci(values: list[float] | np.ndarray) -> tuple[float, float]:
 
 def by_combination(rows: list[dict]) -> dict[str, np.ndarray]:
     """Per-combination means over seeds, with the 95% confidence half-width of the accuracy
-    (``results.mean_ci``: Student t over the seeds; 0 with a single seed)."""
+    (``mean_ci``: Student t over the seeds; 0 with a single seed)."""
     groups: dict[int, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["combination"], []).append(r)
@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         if not rows:
             raise ValueError(f"{args.results!r} holds no rows")
         check_config(rows, None, args.results)  # one experiment per figure
+        missing = [p for p in args.mark if not Path(p).exists()]
+        if missing:
+            raise ValueError(f"--mark {', '.join(missing)}: no such results file")
         marks = [r for path in args.mark for r in read_rows(path)]
         s = plot(rows, args.out, args.title, marks)
     except (ValueError, OSError) as e:

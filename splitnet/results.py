@@ -186,6 +186,12 @@ def open_for_append(
     rows = parse_rows(path, complete, require)
     if check is not None:
         check(rows)
+    if tail and check is not None:  # a last line without its newline is judged like the others
+        try:
+            last = parse_rows(path, [tail], require)
+        except ValueError:
+            last = []  # torn mid-row: it does not parse
+        check(rows + last)
     if tail and not prefix.startswith(tail[: len(prefix)]) and not tail.startswith(prefix):
         raise ValueError(
             f"{str(path)!r} does not end with a newline and its last line is not a torn "
@@ -254,6 +260,9 @@ def merge(inputs: list[str | Path], out: str | Path) -> int:
             by_key.setdefault(row_key(r), r)
     if len(hashes) > 1:
         raise ValueError(f"the inputs mix {len(hashes)} configs: {sorted(map(str, hashes))}")
+    # no run may be writing an input or the output while it is replaced (a running writer would
+    # go on appending to the replaced, deleted file)
+    locks = [acquire_lock(Path(p)) for p in dict.fromkeys([*map(str, inputs), str(out)])]
     tmp = out.with_name(out.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -261,6 +270,8 @@ def merge(inputs: list[str | Path], out: str | Path) -> int:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+        for lock in locks:
+            lock.close()
     return len(by_key)
 
 
@@ -290,8 +301,9 @@ def summary(rows: list[dict], expected: int | None = None) -> dict:
             raise ValueError(f"--expected {expected} must be >= 0")
         distinct = set(keys)
         inside = {k for k in distinct if k[0] in seeds and 0 <= k[1] < expected}
-        out["expected_rows"] = expected * len(seeds)
-        out["missing"] = expected * len(seeds) - len(inside)
+        n_seeds = max(1, len(seeds))  # an empty file still owes one seed's rows
+        out["expected_rows"] = expected * n_seeds
+        out["missing"] = expected * n_seeds - len(inside)
         out["extra"] = len(distinct) - len(inside)
     return out
 
@@ -331,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "merge":
-            print(f"merged {merge(args.inputs, args.out)} combinations into {args.out}")
+            print(f"merged {merge(args.inputs, args.out)} rows (seed, combination) into {args.out}")
             return 0
         rows = read_rows(args.path)
         if not Path(args.path).exists():

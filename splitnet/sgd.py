@@ -97,8 +97,13 @@ def sgd(
         losses.append(loss.item())
     model.eval()
     out = None
-    if momentum > 0 and optimizer is None:
-        out = [opt.state[p]["momentum_buffer"].detach().clone() for p in params]
+    if momentum > 0 and optimizer is None:  # no step taken: the buffers that came in, or zeros
+        out = [
+            opt.state[p]["momentum_buffer"].detach().clone()
+            if "momentum_buffer" in opt.state[p]
+            else (b.detach().clone() if buffers is not None else torch.zeros_like(p.detach()))
+            for p, b in zip(params, buffers or [None] * len(params), strict=True)
+        ]
     return SGDRun(losses, out)
 
 

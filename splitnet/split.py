@@ -79,7 +79,7 @@ def _balanced_assign(points: np.ndarray, centers: np.ndarray, k: int) -> np.ndar
     Group g gets q or q+1 slots (h = qk + r); every choice of the r larger groups is tried.
     """
     h = len(points)
-    q, r = divmod(h, k)
+    q, r = partition.balanced(h, k)
     cost = ((points[:, None, :] - centers[None, :, :]) ** 2).sum(-1)  # (h, k)
     best, best_cost = None, np.inf
     for big in itertools.combinations(range(k), r):

@@ -465,7 +465,7 @@ def test_merge_names_the_incomplete_shards(slurm, jobs, single_rows, tmp_path):
         timeout=120,
     )
     assert p.returncode == 1, p.stdout + p.stderr
-    assert "shard 1/3: 6 of 6 combinations missing" in p.stderr, p.stderr
+    assert "shard 1/3: 6 of 6 rows missing" in p.stderr, p.stderr
     assert (
         "sbatch --array=1 --export=ALL,SPLITNET_SHARDS=3 hpc/enumerate_array.sbatch" in p.stderr
     ), p.stderr

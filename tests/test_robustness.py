@@ -99,6 +99,8 @@ def test_a_file_holding_duplicates_is_reported_not_resumed(tiny, tmp_path, capsy
 # --- a foreign --out is never cut -----------------------------------------------------------------
 
 FOREIGN = {
+    "complete row of another config, no newline": b'{"accuracy": 0.5, "combination": 0, '
+    b'"config_hash": "other", "seed": 0}',
     "json document": b'{\n  "name": "notes",\n  "items": [1, 2]\n}',
     "binary": bytes(range(256)) * 4,
     "note": b"remember to rerun with seed 3",
@@ -413,3 +415,61 @@ def test_ctrl_c_on_one_rank_without_mpi4py_launcher_ends_the_job(tiny, tmp_path)
     assert rc != 0 and "interrupted, ending the job" in err, (rc, err)
     rows = read_rows(out)
     assert len(rows) == len({r["combination"] for r in rows})  # nothing doubled or torn
+
+
+def test_zero_epochs_with_momentum_run(tiny, tmp_path, capsys):
+    """Before the fix (review): KeyError 'momentum_buffer' when no step was taken."""
+    out = tmp_path / "z.jsonl"
+    args = [*tiny, "--stop", "2", "--out", str(out), "--set", "train.momentum=0.9"]
+    for zero in ("train.pretrain_epochs=0", "train.piece_epochs=0"):
+        assert driver.main([*args, "--set", zero, "--set", "train.engine=loop"]) == 0
+        out.unlink()
+        (tmp_path / "z.jsonl.lock").unlink()
+
+
+def test_merge_refuses_while_a_run_writes_its_output(tiny, tmp_path, capsys):
+    """Before the fix (review): merging into a file a run was appending to orphaned the run's
+    later rows (they went to the replaced, deleted file)."""
+    out = tmp_path / "live.jsonl"
+    assert driver.main([*tiny, "--stop", "2", "--out", str(out)]) == 0
+    lock = results.acquire_lock(out)  # stands for the running writer
+    try:
+        assert results.main(["merge", "-o", str(out), str(out)]) == 2
+        assert "is being written by pid" in capsys.readouterr().err
+    finally:
+        lock.close()
+    assert results.main(["merge", "-o", str(out), str(out)]) == 0
+
+
+def test_check_of_an_empty_file_reports_everything_missing(tmp_path, capsys):
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("")
+    assert results.main(["check", str(empty), "--expected", "18"]) == 1
+    assert json.loads(capsys.readouterr().out)["missing"] == 18
+
+
+def test_plot_names_a_missing_mark_file(tiny, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    assert driver.main([*tiny, "--stop", "3", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert plot.main([str(out), "-o", str(tmp_path / "f.png"), "--mark", "gone.jsonl"]) == 2
+    assert "gone.jsonl" in capsys.readouterr().err
+
+
+def test_a_label_beyond_the_sample_count_is_refused(tmp_path, capsys):
+    y = Y20.copy()
+    y[0] = 10**10
+    path = _npz(tmp_path, X=X20, y=y)
+    rc, err = _main(
+        [
+            "--quiet",
+            "--out",
+            str(tmp_path / "o.jsonl"),
+            "--set",
+            "data.name=idx",
+            "--set",
+            f"data.path='{path}'",
+        ],
+        capsys,
+    )
+    assert rc == 2 and "label 10000000000 but only 40 samples" in err, err

@@ -1,6 +1,6 @@
 """Beyond one-shot: re-split period, stitch, bytes moved; and does "independence" predict anything?
 
-    python experiments/resplit/run.py experiments/resplit/config.toml            # ~8 min, 2 cores
+    python experiments/resplit/run.py experiments/resplit/config.toml            # ~1 min, 2 cores
     python experiments/resplit/run.py experiments/resplit/config.toml --figures  # refresh figures/
     python experiments/resplit/run.py experiments/resplit/config.toml --plot-only
 
@@ -119,45 +119,59 @@ def poster_combination(prep: experiment.Prepared, variant: str = "straight") -> 
 # --- part 1: rounds ---------------------------------------------------------------------------
 
 
+def cells(s: dict) -> list[tuple]:
+    """(seed, groups, cell config, kind, strategy, period, key) of every cell of this study."""
+    r = s["rounds"]
+    kinds = [("ref", None, None)]
+    kinds += [("rounds", st, int(e)) for st in r["strategies"] for e in r["resplit_every"]]
+    kinds += [("recombination", v, None) for v in r["recombination_variants"]]
+    out = []
+    for seed in s["seeds"]:
+        for k in s["groups"]:
+            cfg = cell_config(s, seed, k)
+            for kind, strategy, period in kinds:
+                key = f"{cfg.hash()}|{kind}|{strategy}|{period}|{r['stitch_steps']}"
+                out.append((seed, k, cfg, kind, strategy, period, key))
+    return out
+
+
+def this_study(s: dict, rows: list[dict]) -> list[dict]:
+    """The rows of this study's cells only: a file may also hold an edited config's cells,
+    which stay recorded (and are skipped again if the edit is undone) but are never mixed in."""
+    keys = {c[-1] for c in cells(s)}
+    return [row for row in rows if row["key"] in keys]
+
+
 def run_rounds(s: dict, path: Path) -> list[dict]:
     r = s["rounds"]
     f, rows = open_for_append(path, require="key", prefix=b"{")
     done = {row["key"] for row in rows}
+    preps: dict[str, experiment.Prepared] = {}
     with f:
-        for seed in s["seeds"]:
-            for k in s["groups"]:
-                cfg = cell_config(s, seed, k)
-                prep = None
-                cells = [("ref", None, None)]
-                cells += [
-                    ("rounds", st, int(e)) for st in r["strategies"] for e in r["resplit_every"]
-                ]
-                cells += [("recombination", v, None) for v in r["recombination_variants"]]
-                for kind, strategy, period in cells:
-                    key = f"{cfg.hash()}|{kind}|{strategy}|{period}|{r['stitch_steps']}"
-                    if key in done:
-                        continue
-                    prep = prep or experiment.prepare(cfg)
-                    t0 = time.perf_counter()
-                    new = CELLS[kind](prep, r, strategy, period)
-                    for row in new:
-                        row.update(
-                            key=key,
-                            seed=seed,
-                            groups=k,
-                            config_hash=cfg.hash(),
-                            config=cfg.to_dict(),
-                            seconds=time.perf_counter() - t0,
-                        )
-                    append_rows(f, new)
-                    rows += new
-                    print(
-                        f"seed={seed} groups={k} {kind} {strategy or ''} {period or ''}: "
-                        + ", ".join(f"{x['kind']}={x['accuracy']:.4f}" for x in new)
-                        + f" ({time.perf_counter() - t0:.1f}s)",
-                        flush=True,
-                    )
-    return rows
+        for seed, k, cfg, kind, strategy, period, key in cells(s):
+            if key in done:
+                continue
+            prep = preps.get(cfg.hash()) or preps.setdefault(cfg.hash(), experiment.prepare(cfg))
+            t0 = time.perf_counter()
+            new = CELLS[kind](prep, r, strategy, period)
+            for row in new:
+                row.update(
+                    key=key,
+                    seed=seed,
+                    groups=k,
+                    config_hash=cfg.hash(),
+                    config=cfg.to_dict(),
+                    seconds=time.perf_counter() - t0,
+                )
+            append_rows(f, new)
+            rows += new
+            print(
+                f"seed={seed} groups={k} {kind} {strategy or ''} {period or ''}: "
+                + ", ".join(f"{x['kind']}={x['accuracy']:.4f}" for x in new)
+                + f" ({time.perf_counter() - t0:.1f}s)",
+                flush=True,
+            )
+    return this_study(s, rows)
 
 
 def ref_rows(prep: experiment.Prepared, r: dict, _strategy, _period) -> list[dict]:
@@ -573,7 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     out, figs = study.output_dirs("resplit", args.figures)
     t0 = time.perf_counter()
     rounds = out / "resplit.jsonl"
-    rows = read_rows(rounds, require="key") if args.plot_only else run_rounds(s, rounds)
+    rows = (
+        this_study(s, read_rows(rounds, require="key")) if args.plot_only else run_rounds(s, rounds)
+    )
     ind = ind_rows = None
     if not args.skip_independence:
         path = out / "independence.jsonl"
