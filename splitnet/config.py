@@ -18,7 +18,7 @@ from typing import Any
 from .partition import check_groups
 
 DATASETS = ("digits", "breast_cancer", "wine", "iris", "synthetic", "mnist", "idx")
-STRATEGIES = ("exhaustive", "weights", "activations", "random", "contiguous")
+STRATEGIES = ("exhaustive", "weights", "activations", "random", "contiguous", "sample", "search")
 VARIANTS = ("straight", "alternating", "all-paths")
 UNHELD = ("pretrained", "zero")  # parameters held by no piece
 OUTPUTS = ("sum", "rescale", "shared-rescale")  # how the pieces' contributions combine
@@ -26,6 +26,8 @@ PIECE_SCALES = ("none", "dropout")
 ENGINES = ("loop", "batched")
 SHUFFLES = ("shared", "per-piece")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
+NORMS = ("none", "batch")  # "batch": IST's released MLP (bias-free Linear + BatchNorm1d)
+SEARCH_STARTS = ("weights", "random")
 MAX_SEED = 2**32 - 2  # scikit-learn takes random_state < 2**32; the data split uses seed + 1
 
 
@@ -35,6 +37,8 @@ class DataConfig:
     path: str = ""  # IDX directory or .npz file (name = "idx"), e.g. full MNIST / Fashion-MNIST
     pretrain_fraction: float = 0.3  # of the training data, used to pretrain the unsplit net
     test_fraction: float = 0.25  # of all data, held out for test accuracy
+    # of the remaining data, held out to *pick* combinations (best, search); 0: none
+    validation_fraction: float = 0.0
     n_samples: int = 2000  # synthetic only
     n_features: int = 20  # synthetic only
     n_classes: int = 4  # synthetic only
@@ -44,6 +48,7 @@ class DataConfig:
 class ModelConfig:
     hidden: tuple[int, ...] = (8, 8)
     activation: str = "relu"
+    norm: str = "none"
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ class SplitConfig:
     piece_scale: str = "none"  # "dropout": pieces train with inverted-dropout weight scaling
     stitch_steps: int = 0  # after recombining, SGD steps on the unheld weights + output layer
     stitch_lr: float = 0.0  # 0: train.lr
+    samples: int = 0  # strategy "sample": this many distinct combinations, uniform over the space
+    budget: int = 0  # strategy "search": this many evaluated combinations
+    start: str = "weights"  # strategy "search": the split it starts from
 
 
 @dataclass(frozen=True)
@@ -100,9 +108,27 @@ class Config:
         return replace(self, seed=seed, seeds=())
 
     def hash(self) -> str:
-        """Short digest of everything that changes results (stable across runs and machines)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Short digest of everything that changes results (stable across runs and machines).
+
+        Keys added after the first release are hashed only when they differ from their
+        default, so a file written before they existed still resumes with the same config.
+        """
+        d = self.to_dict()
+        for (section, key), default in LATER_KEYS.items():
+            if d[section][key] == default:
+                del d[section][key]
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# (section, key) -> default of every key added after the first results files were written
+LATER_KEYS = {
+    ("data", "validation_fraction"): 0.0,
+    ("model", "norm"): "none",
+    ("split", "samples"): 0,
+    ("split", "budget"): 0,
+    ("split", "start"): "weights",
+}
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "split": SplitConfig, "train": TrainConfig}
@@ -169,6 +195,8 @@ def validate(cfg: Config) -> None:
     d, m, s, t = cfg.data, cfg.model, cfg.split, cfg.train
     _choice("data.name", d.name, DATASETS)
     _choice("model.activation", m.activation, ACTIVATIONS)
+    _choice("model.norm", m.norm, NORMS)
+    _choice("split.start", s.start, SEARCH_STARTS)
     _choice("split.strategy", s.strategy, STRATEGIES)
     _choice("split.variant", s.variant, VARIANTS)
     _choice("split.unheld", s.unheld, UNHELD)
@@ -179,10 +207,26 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"split.{key}={getattr(s, key)} must be >= 0")
     _choice("train.engine", t.engine, ENGINES)
     _choice("train.shuffle", t.shuffle, SHUFFLES)
+    if m.norm == "batch" and t.engine != "loop":
+        raise ValueError(
+            f"model.norm='batch' needs train.engine='loop' (the batched kernel has no "
+            f"BatchNorm), got train.engine={t.engine!r}"
+        )
     for key in ("pretrain_fraction", "test_fraction"):
         v = getattr(d, key)
         if not 0.0 < v < 1.0:
             raise ValueError(f"data.{key}={v} must lie in (0, 1)")
+    if not 0.0 <= d.validation_fraction < 1.0:
+        raise ValueError(f"data.validation_fraction={d.validation_fraction} must lie in [0, 1)")
+    if s.strategy == "sample" and s.samples < 1:
+        raise ValueError(f"split.samples={s.samples} must be >= 1 with split.strategy='sample'")
+    if s.strategy == "search" and s.budget < 1:
+        raise ValueError(f"split.budget={s.budget} must be >= 1 with split.strategy='search'")
+    if s.strategy == "search" and d.validation_fraction == 0:
+        raise ValueError(
+            "split.strategy='search' picks combinations on validation data: set "
+            "data.validation_fraction > 0 (e.g. 0.2)"
+        )
     if d.name == "idx":
         if not d.path:
             raise ValueError("data.name='idx' needs data.path (an IDX directory or a .npz file)")
