@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections.abc import Sequence
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 
 from .config import VARIANTS, Config
 from .partition import balanced, check_groups
+from .seeds import sample_seed
 
 # a random strategy draws this many splits (combination i is the i-th seeded draw)
 RANDOM_DRAWS = 100
@@ -304,6 +307,10 @@ class Space:
             index = index * radix + rank_rg(rg, self.groups) * len(self._coset_reps[l]) + coset
         return index
 
+    def index(self, combination: int) -> int:
+        """The exact index of combination ``combination`` (itself, in the full space)."""
+        return combination
+
     def canonical(self, split: Sequence[Sequence[int]]) -> tuple[np.ndarray, ...]:
         return self.split_at(self.index_of(split))
 
@@ -332,10 +339,91 @@ def paths_of(cfg: Config) -> list[tuple[int, ...]]:
     return paths(cfg.split.variant, len(cfg.model.hidden), cfg.split.groups)
 
 
-def n_combinations(cfg: Config, space: Space | None = None) -> int:
-    """The combinations of an experiment: the exhaustive space's count, ``RANDOM_DRAWS`` draws
-    of a random strategy, or 1 (weights, activations, contiguous)."""
+class Indexed(Protocol):
+    """A space whose combination c is ``split_at(c)``, at exact index ``index(c)`` of the full
+    space: ``Space``, ``SampledSpace``, a search's ``Candidates``."""
+
+    @property
+    def count(self) -> int: ...
+
+    def split_at(self, combination: int) -> tuple[np.ndarray, ...]: ...
+
+    def index(self, combination: int) -> int: ...
+
+
+# below this count the sample is drawn by ``random.sample`` over the range; above it, distinct
+# draws by rejection (a collision has probability < samples^2 / count, negligible there)
+_SMALL_SPACE = 2**62
+
+
+def sample_indices(count: int, samples: int, seed: int) -> list[int]:
+    """``samples`` distinct indices drawn uniformly from [0, count), in draw order.
+
+    Python integers throughout, so ``count`` may be far beyond 2^63. Every prefix of the list is
+    itself a uniform sample without replacement (a run stopped early is still unbiased).
+    """
+    if not 1 <= samples <= count:
+        raise ValueError(f"split.samples={samples} must lie in [1, {count}] (the space's count)")
+    rng = random.Random(seed)
+    if count < _SMALL_SPACE:
+        return rng.sample(range(count), samples)
+    out: list[int] = []
+    seen: set[int] = set()
+    while len(out) < samples:
+        i = rng.randrange(count)
+        if i not in seen:
+            seen.add(i)
+            out.append(i)
+    return out
+
+
+class SampledSpace:
+    """Combination c (0 <= c < samples) of a ``sample`` run is ``space.split_at(indices[c])``."""
+
+    def __init__(self, space: Space, samples: int, seed: int):
+        self.space = space
+        self.indices = sample_indices(space.count, samples, seed)
+
+    @property
+    def count(self) -> int:
+        return len(self.indices)
+
+    def split_at(self, combination: int) -> tuple[np.ndarray, ...]:
+        return self.space.split_at(self.index(combination))
+
+    def index(self, combination: int) -> int:
+        """The exact index in the exhaustive space."""
+        return self.indices[combination]
+
+
+def space_of(cfg: Config) -> Space | SampledSpace | None:
+    """The combination space of an experiment config (``cfg.seed`` seeds a sample):
+    exhaustive -> ``Space``; sample -> ``SampledSpace``; search -> ``Space`` (its moves are
+    balanced splits, named by their exact index); other strategies have none."""
+    s = cfg.split
+    if s.strategy not in ("exhaustive", "sample", "search"):
+        return None
+    space = Space(cfg.model.hidden, s.groups, s.variant)
+    if s.strategy == "sample":
+        return SampledSpace(space, s.samples, sample_seed(cfg))
+    return space
+
+
+def n_combinations(cfg: Config, space: Space | SampledSpace | None = None) -> int:
+    """The combinations (rows per seed) of an experiment: the exhaustive space's count, the
+    ``split.samples`` of a sample, the ``split.budget`` evaluations of a search,
+    ``RANDOM_DRAWS`` draws of a random strategy, or 1 (weights, activations, contiguous)."""
     s = cfg.split
     if s.strategy == "exhaustive":
         return (space or Space(cfg.model.hidden, s.groups, s.variant)).count
+    if s.strategy == "sample":
+        count = Space(cfg.model.hidden, s.groups, s.variant).count if space is None else None
+        if count is not None and not 1 <= s.samples <= count:
+            raise ValueError(f"split.samples={s.samples} must lie in [1, {count}] (the count)")
+        return s.samples
+    if s.strategy == "search":
+        count = Space(cfg.model.hidden, s.groups, s.variant).count if space is None else None
+        if count is not None and s.budget > count:
+            raise ValueError(f"split.budget={s.budget} is more than the {count} combinations")
+        return s.budget
     return RANDOM_DRAWS if s.strategy == "random" else 1

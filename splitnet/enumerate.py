@@ -98,6 +98,11 @@ def plan(args: argparse.Namespace, cfg: Config) -> tuple[range, Path]:
         t, n = parse_shard(args.shard)
         size = hi - lo
         lo, hi = lo + size * t // n, lo + size * (t + 1) // n
+    if cfg.split.strategy == "search" and (args.start or args.stop is not None or args.shard):
+        raise ValueError(
+            "split.strategy='search' is sequential (each step starts from the last): "
+            "--start, --stop and --shard do not apply; it resumes from its file"
+        )
     if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"--chunk {args.chunk} must be >= 1")
     s = cfg.split
@@ -204,6 +209,9 @@ def run(
         state = comm.bcast(prep.pretrained.state_dict() if rank == 0 else None, root=0)
         if rank != 0:
             prep = experiment.prepare(cfg, state, seed=seed)  # the same weights on every rank
+        if cfg.split.strategy == "search":
+            _search(prep, seed, out, comm, writer, bar)
+            continue
         for combos in pending(todo_range, seed, done, chunk):
             lines = _chunk(experiment, prep, combos, comm)
             if rank == 0:
@@ -228,6 +236,37 @@ def _chunk(experiment: ModuleType, prep: Any, combos: list[int], comm: Comm) -> 
     if rank == 0:
         return [line for _, line in sorted(item for part in gathered for item in part)]
     return None
+
+
+def _search(prep: Any, seed: int, out: Path, comm: Comm, writer: Any, bar: tqdm) -> None:
+    """A search's steps: the candidates of a step are dealt over the ranks, every rank learns
+    every score (each holds the search's state), rank 0 appends the step's rows."""
+    from . import search  # torch, like experiment above
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    recorded = None
+    if rank == 0:
+        recorded = {
+            r["combination"]: (r["index"], r["validation_accuracy"])
+            for r in results.read_rows(out)
+            if r.get("seed", 0) == seed
+        }
+    recorded = comm.bcast(recorded, root=0)
+
+    def evaluate(evaluations: list[int], candidates: Any) -> list[dict]:
+        from .experiment import run_combinations
+
+        mine = run_combinations(prep, evaluations[rank::size], candidates)
+        return sorted((r for part in comm.allgather(mine) for r in part), key=row_order)
+
+    for rows in search.steps(prep, recorded, evaluate):
+        if rank == 0:
+            writer.append([results.encode_row(r) for r in rows])
+            bar.update(len(rows))
+
+
+def row_order(row: dict) -> int:
+    return row["combination"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,8 +3,15 @@
     prep = prepare(cfg)                        # data, the pretrained net, the baseline
     rows = run_combinations(prep, [i, j])      # rounds.train_rounds -> evaluate -> rows
 
-For ``split.strategy = "exhaustive"`` combination i is ``Space.split_at(i)``; ``random`` has
-``RANDOM_DRAWS`` combinations (the i-th seeded draw); the other strategies have one (index 0).
+For ``split.strategy = "exhaustive"`` combination i is ``Space.split_at(i)``; ``sample``: the
+i-th of ``split.samples`` uniform draws of the space (``combinations.SampledSpace``); ``search``:
+the i-th evaluated split of the search (``splitnet.search``); ``random`` has ``RANDOM_DRAWS``
+combinations (the i-th seeded draw); the other strategies have one (index 0). Rows of the indexed
+strategies carry ``index``, the exact index in the full space (a decimal string above 2^53, where
+JSON readers that use doubles would round it).
+
+With ``data.validation_fraction > 0`` rows carry ``validation_accuracy`` (and the baseline's):
+whatever *picks* a combination picks on it; test accuracy is only reported.
 ``seed`` fixes the data split and the pretrained net (the net being split), so combination i
 names the same neurons in every run; each run seed of ``seeds = [...]`` replicates the training
 of the pieces and of the baseline.
@@ -19,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .combinations import Space, n_combinations, paths_of
+from .combinations import Indexed, n_combinations, paths_of, space_of
 from .config import Config
 from .data import Splits, load_splits
 from .model import MLP, build_mlp
@@ -35,8 +42,9 @@ class Prepared:
     pretrained: MLP
     pretrained_accuracy: float
     baseline_accuracy: float
-    space: Space | None
+    space: Indexed | None
     experiment: Config  # the (multi-seed) config the rows belong to
+    baseline_validation_accuracy: float | None = None
     _identity: tuple | None = field(default=None, repr=False)  # (hash, dict) of ``experiment``
 
     @property
@@ -62,12 +70,16 @@ def pretrain(cfg: Config, data: Splits) -> MLP:
     return _train(cfg, net, data.pretrain, cfg.train.pretrain_epochs, pretrain_order_seed(cfg))
 
 
-def baseline(cfg: Config, data: Splits, net: MLP) -> float:
+def baseline(cfg: Config, data: Splits, net: MLP) -> MLP:
     """The unsplit pretrained net trained on the remaining data with the pieces' budget."""
-    net = _train(
+    return _train(
         cfg, copy.deepcopy(net), data.remaining, cfg.train.piece_epochs, remaining_order_seed(cfg)
     )
-    return accuracy(net, *data.test)
+
+
+def validation_accuracy(net, data: Splits) -> float | None:
+    """Accuracy on the validation part (None without one): what picks a combination."""
+    return None if data.validation is None else accuracy(net, *data.validation)
 
 
 def prepare(cfg: Config, state: dict | None = None, seed: int | None = None) -> Prepared:
@@ -85,10 +97,16 @@ def prepare(cfg: Config, state: dict | None = None, seed: int | None = None) -> 
         sizes = [data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes]
         net = MLP(sizes, cfg.model.activation)
         net.load_state_dict(state)
-    s = cfg.split
-    space = Space(cfg.model.hidden, s.groups, s.variant) if s.strategy == "exhaustive" else None
+    base = baseline(cfg, data, net)
     return Prepared(
-        cfg, data, net, accuracy(net, *data.test), baseline(cfg, data, net), space, experiment
+        cfg,
+        data,
+        net,
+        accuracy(net, *data.test),
+        accuracy(base, *data.test),
+        space_of(experiment),  # a sample is drawn from the experiment's seed, not a run seed
+        experiment,
+        validation_accuracy(base, data),
     )
 
 
@@ -97,20 +115,31 @@ def uses_rounds(cfg: Config) -> bool:
     return cfg.split.resplit_every > 0 or cfg.split.piece_scale != "none"
 
 
-def run_combinations(prep: Prepared, combinations: Sequence[int]) -> list[dict]:
-    """The rows of ``combinations`` (their pieces are trained together by the engine)."""
+def run_combinations(
+    prep: Prepared, combinations: Sequence[int], space: Indexed | None = None
+) -> list[dict]:
+    """The rows of ``combinations`` (their pieces are trained together by the engine).
+
+    ``space``: where the splits are, if not ``prep.space`` (a search's ``Candidates``).
+    """
     for c in combinations:
         if not 0 <= c < prep.count:
             raise ValueError(f"combination {c} is outside [0, {prep.count})")
-    results = train_rounds(prep.pretrained, prep.data, prep.config, combinations, space=prep.space)
-    return [make_row(prep, res) for res in results]
+    space = space if space is not None else prep.space
+    results = train_rounds(prep.pretrained, prep.data, prep.config, combinations, space=space)
+    return [make_row(prep, res, space) for res in results]
 
 
 def run_combination(prep: Prepared, combination: int) -> dict:
     return run_combinations(prep, [combination])[0]
 
 
-def make_row(prep: Prepared, res: RoundsResult) -> dict:
+def exact_index(index: int) -> int | str:
+    """A JSON-safe exact index: an int up to 2^53, a decimal string beyond (doubles round)."""
+    return index if index <= 2**53 else str(index)
+
+
+def make_row(prep: Prepared, res: RoundsResult, space: Indexed | None = None) -> dict:
     """Evaluate a combination's result; the keys every row carries, plus the rounds fields."""
     cfg, s = prep.config, prep.config.split
     X_test, y_test = prep.data.test
@@ -133,6 +162,11 @@ def make_row(prep: Prepared, res: RoundsResult) -> dict:
         "cut_fraction": res.cut_fractions[0],
         "seconds": res.seconds,
     }
+    if s.strategy in ("sample", "search"):
+        row["index"] = exact_index((space or prep.space).index(res.combination))
+    if prep.data.validation is not None:
+        row["validation_accuracy"] = validation_accuracy(res.net, prep.data)
+        row["baseline_validation_accuracy"] = prep.baseline_validation_accuracy
     if uses_rounds(cfg):
         row.update(
             rounds=res.rounds,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .combinations import Space, paths_of
+from .combinations import Indexed, paths_of, space_of
 from .config import Config
 from .data import Splits
 from .engines import PieceJob, train_pieces
@@ -128,12 +128,13 @@ def train_rounds(
     cfg: Config,
     combinations: Sequence[int],
     *,
-    space: Space | None = None,
+    space: Indexed | None = None,
     total_steps: int | None = None,
 ) -> list[RoundsResult]:
     """Run the rounds of every combination (lockstep, one engine call per round).
 
-    ``space``: the exhaustive ``Space`` (made from the config if needed). ``total_steps``
+    ``space``: where combination c's split is (``combinations.space_of(cfg)`` if None; a
+    search passes its ``Candidates``). ``total_steps``
     overrides T (default: ``train.piece_epochs`` epochs of the remaining data).
     """
     s, t = cfg.split, cfg.train
@@ -141,8 +142,8 @@ def train_rounds(
     X_test, y_test = data.test
     T, E, R = schedule(cfg, len(X), total_steps)
     paths = paths_of(cfg)
-    if s.strategy == "exhaustive" and space is None:
-        space = Space(cfg.model.hidden, s.groups, s.variant)
+    if space is None and s.strategy in ("exhaustive", "sample"):
+        space = space_of(cfg)
     seeds = {c: [piece_order_seed(cfg, c, p) for p in paths] for c in combinations}
     streams = {
         seed: minibatches(len(X), t.batch_size, seed, steps=T) if T else []

@@ -6,6 +6,9 @@ and never on the rank count. ``seed`` below is a run's ``Config.seed``.
 
     stream                       derived from                      used for
     data_split_states(seed)      seed, seed + 1 (scikit-learn)     test split, pretrain split
+    validation_state(seed)       (seed, "validation") mod 2^32     the validation split
+    sample_seed                  (seed, "sample")                  split.strategy = "sample"
+    search_seed                  (seed, "search", step)            a search step's candidates
     init_seed                    (seed, "init")                    the initial weights
     pretrain_order_seed          (seed, "pretrain")                pretraining minibatches
     remaining_order_seed         (seed, "remaining")               the baseline's minibatches
@@ -35,6 +38,22 @@ def derive_seed(*parts: int | str) -> int:
 def data_split_states(seed: int) -> tuple[int, int]:
     """scikit-learn ``random_state`` of the test split and of the pretrain/remaining split."""
     return seed, seed + 1
+
+
+def validation_state(seed: int) -> int:
+    """scikit-learn ``random_state`` of the validation split (32-bit)."""
+    return derive_seed(seed, "validation") % 2**32
+
+
+def sample_seed(cfg: Config) -> int:
+    """The uniform sample of combination indices (``split.strategy = "sample"``): from the
+    experiment's ``seed``, so every run seed of ``seeds = [...]`` trains the same sample."""
+    return derive_seed(cfg.seed, "sample")
+
+
+def search_seed(cfg: Config, step: int) -> int:
+    """The neighbours proposed at step ``step`` of a search (and its random start, step -1)."""
+    return derive_seed(cfg.seed, "search", step)
 
 
 def init_seed(cfg: Config) -> int:

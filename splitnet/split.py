@@ -30,7 +30,7 @@ from sklearn.cluster import KMeans
 from sklearn.manifold import spectral_embedding
 
 from . import partition
-from .combinations import Space
+from .combinations import Indexed, Space
 from .config import Config
 from .model import MLP
 from .seeds import split_seed
@@ -160,7 +160,8 @@ def make_split(
     )
 
 
-FIXED = ("exhaustive", "contiguous")  # the same split in every round
+FIXED = ("exhaustive", "sample", "search", "contiguous")  # the same split in every round
+INDEXED = ("exhaustive", "sample", "search")  # combination c is ``space.split_at(c)``
 
 
 def split_for(
@@ -169,13 +170,14 @@ def split_for(
     combination: int,
     round_: int = 0,
     *,
-    space: Space | None = None,
+    space: Indexed | None = None,
     X: np.ndarray | None = None,
     previous: Split | None = None,
 ) -> Split:
     """The split of ``combination`` in round ``round_`` of an experiment, made from ``net``.
 
-    ``exhaustive``: ``space.split_at(combination)``; ``contiguous``: the chunks; both fixed, so
+    ``exhaustive`` / ``sample`` / ``search``: ``space.split_at(combination)`` (a ``Space``,
+    ``SampledSpace`` or the search's ``Candidates``); ``contiguous``: the chunks; all fixed, so
     ``previous`` (the last round's split) is returned as it is. ``random``: draw
     ``combination``; ``weights`` / ``activations``: clustered on ``net`` (``X``: the pretrain
     data); all three re-drawn every round with ``seeds.split_seed(cfg, combination, round_)``.
@@ -183,7 +185,10 @@ def split_for(
     s = cfg.split
     if s.strategy in FIXED and previous is not None:
         return previous
-    if s.strategy == "exhaustive":
-        space = space or Space(cfg.model.hidden, s.groups, s.variant)
+    if s.strategy in INDEXED:
+        if space is None:
+            if s.strategy != "exhaustive":
+                raise ValueError(f"split.strategy={s.strategy!r} needs its space (space_of)")
+            space = Space(cfg.model.hidden, s.groups, s.variant)
         return space.split_at(combination)
     return make_split(s.strategy, net, s.groups, seed=split_seed(cfg, combination, round_), X=X)
