@@ -24,7 +24,21 @@ from scipy import stats  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from .combinations import Space  # noqa: E402
+from .confidence import dkw_epsilon  # noqa: E402
 from .results import check_config, read_rows  # noqa: E402
+
+ALPHA = 0.05  # the sorted panel's band: 95%
+
+
+def quantile_band(sorted_acc: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper DKW bounds of the space's quantile at p = (i + 1) / n, i = 0..n-1
+    (clipped to the sample's range where the band is unbounded)."""
+    n = len(sorted_acc)
+    eps = dkw_epsilon(n, alpha)
+    p = (np.arange(n) + 1) / n
+    lo = np.clip(np.ceil(n * (p - eps) - 1e-12).astype(int) - 1, 0, n - 1)
+    hi = np.clip(np.ceil(n * (p + eps) - 1e-12).astype(int) - 1, 0, n - 1)
+    return sorted_acc[lo], sorted_acc[hi]
 
 
 def mean_ci(values: list[float] | np.ndarray) -> tuple[float, float]:
@@ -149,15 +163,21 @@ def plot(
         )
         ax[1, 0].axvline(m_acc * 100, color=f"C{j + 5}", lw=2, label=f"{label} split")
     a.set(
-        xlabel="combination index (canonical order)",
+        xlabel={
+            "sample": "draw (uniform sample of the space)",
+            "search": "evaluation (search order)",
+        }.get(rows[0].get("strategy"), "combination index (canonical order)"),
         ylabel="test accuracy (%)",
         title="Accuracy vs combination" + seeds,
     )
     a.legend(loc="lower right", fontsize=8)
 
     a = ax[0, 1]
-    order = np.argsort(acc)
-    x = np.arange(len(idx))
+    order = np.argsort(acc, kind="stable")
+    sample = rows[0].get("strategy") == "sample"
+    # a uniform sample's sorted accuracies estimate the space's quantile function: plot them
+    # against the fraction of the space, with the DKW band of every quantile
+    x = (np.arange(len(idx)) + 1) / len(idx) if sample else np.arange(len(idx))
     for j in range(pieces.shape[1]):
         a.plot(
             x,
@@ -171,9 +191,16 @@ def plot(
     a.plot(x, acc[order], "-", color="C0", lw=2, label="recombined")
     if s["seeds"] > 1:
         a.fill_between(x, (acc - ci)[order], (acc + ci)[order], color="C0", alpha=0.25, lw=0)
+    if sample:
+        lo, hi = quantile_band(acc[order], ALPHA)
+        a.fill_between(x, lo, hi, color="C1", alpha=0.3, lw=0, label="95% DKW band (space)")
     a.axhline(base, color="C3", lw=1.5, label="baseline")
     a.set(
-        xlabel="combination (sorted by recombined accuracy)",
+        xlabel=(
+            f"fraction of the space (uniform sample of {len(idx)}, sorted)"
+            if sample
+            else "combination (sorted by recombined accuracy)"
+        ),
         ylabel="test accuracy (%)",
         title="Sorted, with the pieces' own accuracies",
     )

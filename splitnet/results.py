@@ -9,6 +9,13 @@ combination and the file ends with exactly one row per (seed, combination).
 
     python -m splitnet.results merge -o ALL.jsonl SHARD1.jsonl SHARD2.jsonl ...
     python -m splitnet.results check ALL.jsonl --expected N   # rows vs combinations x seeds
+    python -m splitnet.results summary ALL.jsonl [--alpha 0.05]
+
+``summary`` says what a file tells about the whole combination space: the test-accuracy
+quantiles (exact for a full enumeration; with a distribution-free DKW band for a uniform sample;
+none for a prefix or shard of an enumeration, which is not a sample), the fraction at or above
+the baseline with its exact (Clopper-Pearson) interval, and, with validation data, the
+combination picked on validation accuracy (and a search's result) with its test accuracy.
 """
 
 from __future__ import annotations
@@ -322,6 +329,117 @@ def describe(s: dict) -> str:
     return text
 
 
+def _json_int(n: int) -> int | str:
+    return n if n <= 2**53 else str(n)
+
+
+def distribution(rows: list[dict], alpha: float = 0.05) -> dict:
+    """What the rows say about the whole space (see the module docstring); averaged over seeds
+    per combination, like the plots."""
+    from .combinations import Space  # numpy and scipy load here, not for merge / check
+    from .confidence import clopper_pearson, quantile_bands
+
+    if not rows:
+        raise ValueError("no rows to summarise")
+    cfg = rows[0].get("config") or {}
+    split = cfg.get("split", {})
+    strategy = split.get("strategy", rows[0].get("strategy"))
+    by_c: dict[int, list[dict]] = {}
+    for r in rows:
+        by_c.setdefault(r["combination"], []).append(r)
+
+    def mean(rs: list[dict], key: str) -> float:
+        return sum(r[key] for r in rs) / len(rs)
+
+    acc = sorted(mean(rs, "accuracy") for rs in by_c.values())
+    base = mean(rows, "baseline_accuracy")
+    n = len(acc)
+    count = None
+    if strategy in ("exhaustive", "sample", "search") and "model" in cfg:
+        count = Space(cfg["model"]["hidden"], split["groups"], split["variant"]).count
+    if strategy == "exhaustive":
+        kind = "full enumeration" if n == count and set(by_c) == set(range(n)) else "partial"
+    else:
+        kind = {"sample": "uniform sample", "search": "search"}.get(strategy, strategy)
+    out: dict = {
+        "kind": kind,
+        "combinations": n,
+        "space": None if count is None else _json_int(count),
+    }
+    k = sum(a >= base for a in acc)
+    reached = {"k": k, "n": n, "fraction": k / n, "baseline": base}
+    if kind == "full enumeration":
+        bands = quantile_bands(acc, alpha=alpha)
+        for b in bands:  # the population itself: the quantiles are exact
+            b["lower"] = b["upper"] = b["estimate"]
+        out["quantiles"] = bands
+        reached["interval"] = [k / n, k / n]
+    elif kind == "uniform sample":
+        out["quantiles"] = quantile_bands(acc, alpha=alpha)
+        reached["interval"] = list(clopper_pearson(k, n, alpha))
+    else:
+        out["note"] = (
+            "not a uniform sample of the space: no statement about the whole space"
+            if kind != "full enumeration"
+            else ""
+        )
+    out["alpha"] = alpha
+    out["at_or_above_baseline"] = reached
+    out["max_test_accuracy"] = acc[-1]  # a maximum over test scores: optimistic as a pick
+    if all("validation_accuracy" in r for r in rows):
+        pick = max(by_c, key=lambda c: (mean(by_c[c], "validation_accuracy"), -c))
+        out["picked_on_validation"] = {
+            "combination": pick,
+            "validation_accuracy": mean(by_c[pick], "validation_accuracy"),
+            "test_accuracy": mean(by_c[pick], "accuracy"),
+        }
+    if strategy == "search":
+        last = max(rows, key=lambda r: r["combination"])
+        best = by_c[last["search"]["best"]]
+        out["search_result"] = {
+            "combination": best[0]["combination"],
+            "index": best[0].get("index"),
+            "validation_accuracy": mean(best, "validation_accuracy"),
+            "test_accuracy": mean(best, "accuracy"),
+        }
+    return out
+
+
+def describe_distribution(d: dict) -> str:
+    """Human lines for ``distribution``'s dict."""
+    pct = 100 * (1 - d["alpha"])
+    lines = [f"{d['kind']}: {d['combinations']} combinations of {d['space'] or '?'}"]
+    for b in d.get("quantiles", []):
+
+        def f(v: float | None) -> str:
+            return "unbounded" if v is None else f"{100 * v:.1f}%"
+
+        lines.append(
+            f"  q{round(100 * b['q']):02d} test accuracy {f(b['estimate'])}"
+            + (
+                ""
+                if b["lower"] == b["upper"]
+                else f"  ({pct:.0f}% band {f(b['lower'])} .. {f(b['upper'])})"
+            )
+        )
+    r = d["at_or_above_baseline"]
+    text = f"  at or above the baseline ({100 * r['baseline']:.1f}%): {r['k']} of {r['n']}"
+    if "interval" in r and d["kind"] == "uniform sample":
+        lo, hi = r["interval"]
+        text += f"; of the space {100 * lo:.2f}% .. {100 * hi:.2f}% (Clopper-Pearson {pct:.0f}%)"
+    lines.append(text)
+    if d.get("note"):
+        lines.append(f"  {d['note']}")
+    for key in ("picked_on_validation", "search_result"):
+        if key in d:
+            p = d[key]
+            lines.append(
+                f"  {key.replace('_', ' ')}: combination {p['combination']}, validation "
+                f"{100 * p['validation_accuracy']:.1f}%, test {100 * p['test_accuracy']:.1f}%"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m splitnet.results",
@@ -340,8 +458,20 @@ def main(argv: list[str] | None = None) -> int:
         help="the number of combinations per seed (see "
         "enumerate --count); rows expected = combinations x the config's seeds",
     )
+    d = sub.add_parser("summary", help="what the rows say about the whole combination space")
+    d.add_argument("path")
+    d.add_argument("--alpha", type=float, default=0.05, help="1 - confidence (default 0.05)")
     args = ap.parse_args(argv)
     try:
+        if args.cmd == "summary":
+            rows = read_rows(args.path)
+            if not rows:
+                raise ValueError(f"{args.path!r} holds no rows")
+            check_config(rows, None, args.path)
+            dist = distribution(rows, args.alpha)
+            print(json.dumps(dist))
+            print(describe_distribution(dist), file=sys.stderr)
+            return 0
         if args.cmd == "merge":
             print(f"merged {merge(args.inputs, args.out)} rows (seed, combination) into {args.out}")
             return 0
