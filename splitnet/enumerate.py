@@ -131,7 +131,10 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], Any]:
 
                 load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after set-up
                 try:
-                    writer = results.open_results(out, cfg.hash())
+                    from .experiment import file_constants  # torch: only once input is good
+
+                    shared = file_constants(cfg)
+                    writer = results.open_results(out, cfg.hash(), cfg.to_dict(), shared)
                 except OSError as e:
                     raise ValueError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
                 except ValueError as e:
@@ -232,7 +235,9 @@ def _chunk(experiment: ModuleType, prep: Any, combos: list[int], comm: Comm) -> 
     """Rank r takes combinations r, r + size, ...; rank 0 gets the rows as JSON lines, in order."""
     rank, size = comm.Get_rank(), comm.Get_size()
     rows = experiment.run_combinations(prep, combos[rank::size])
-    gathered = comm.gather([(r["combination"], results.encode_row(r)) for r in rows], root=0)
+    gathered = comm.gather(
+        [(r["combination"], results.ResultsFile.encode(r)) for r in rows], root=0
+    )
     if rank == 0:
         return [line for _, line in sorted(item for part in gathered for item in part)]
     return None
@@ -261,7 +266,7 @@ def _search(prep: Any, seed: int, out: Path, comm: Comm, writer: Any, bar: tqdm)
 
     for rows in search.steps(prep, recorded, evaluate):
         if rank == 0:
-            writer.append([results.encode_row(r) for r in rows])
+            writer.append([results.ResultsFile.encode(r) for r in rows])
             bar.update(len(rows))
 
 

@@ -139,6 +139,19 @@ def exact_index(index: int) -> int | str:
     return index if index <= 2**53 else str(index)
 
 
+def file_constants(cfg: Config) -> dict:
+    """The keys of ``make_row`` that depend on the config alone: a results file keeps them
+    once, in its sidecar (``results.SHARED_KEYS``)."""
+    s = cfg.split
+    return {
+        "strategy": s.strategy,
+        "variant": s.variant,
+        "groups": s.groups,
+        "paths": [list(p) for p in paths_of(cfg)],
+        "recombination": {"unheld": s.unheld, "output": s.output, "stitch_steps": s.stitch_steps},
+    }
+
+
 def make_row(prep: Prepared, res: RoundsResult, space: Indexed | None = None) -> dict:
     """Evaluate a combination's result; the keys every row carries, plus the rounds fields."""
     cfg, s = prep.config, prep.config.split
@@ -149,10 +162,7 @@ def make_row(prep: Prepared, res: RoundsResult, space: Indexed | None = None) ->
     row = {
         "combination": res.combination,
         "split": [np.asarray(a).tolist() for a in res.split],
-        "strategy": s.strategy,
-        "variant": s.variant,
-        "groups": s.groups,
-        "paths": [list(p) for p in res.paths],
+        **file_constants(cfg),
         "accuracy": (
             accuracy(res.net, X_test, y_test) if s.stitch_steps else res.accuracy_before_stitch
         ),
@@ -179,11 +189,6 @@ def make_row(prep: Prepared, res: RoundsResult, space: Indexed | None = None) ->
         {
             "baseline_accuracy": prep.baseline_accuracy,
             "pretrained_accuracy": prep.pretrained_accuracy,
-            "recombination": {
-                "unheld": s.unheld,
-                "output": s.output,
-                "stitch_steps": s.stitch_steps,
-            },
             "seed": cfg.seed,
             "piece_seeds": [piece_order_seed(cfg, res.combination, p) for p in res.paths],
             "config_hash": config_hash,

@@ -11,6 +11,13 @@ combination and the file ends with exactly one row per (seed, combination).
     python -m splitnet.results check ALL.jsonl --expected N   # rows vs combinations x seeds
     python -m splitnet.results summary ALL.jsonl [--alpha 0.05]
 
+Layout: the config is written once, to a sidecar ``<file>.config.json`` (``{"config_hash",
+"config", "row"}``, "row" holding the keys every row of the file shares), and a row carries
+only what differs between rows plus ``config_hash``. ``read_rows`` puts the shared keys back,
+so readers see whole rows; files written before the sidecar (the config in every row) read
+as they are, and a run resumed on one appends compact rows beside them. The file itself stays
+plain JSON Lines: ``pandas.read_json(path, lines=True)`` is one row per (seed, combination).
+
 ``summary`` says what a file tells about the whole combination space: the test-accuracy
 quantiles (exact for a full enumeration; with a distribution-free DKW band for a uniform sample;
 none for a prefix or shard of an enumeration, which is not a sample), the fraction at or above
@@ -34,6 +41,76 @@ from pathlib import Path
 from typing import BinaryIO
 
 ROW_PREFIX = b'{"accuracy": '  # rows are encoded with sorted keys: "accuracy" comes first
+SIDECAR = ".config.json"
+# keys a file's rows share, kept in the sidecar's "row" (``experiment.file_constants``);
+# "piece_seeds" is not stored: it is seeds.piece_order_seed(config, combination, path)
+SHARED_KEYS = ("config", "strategy", "variant", "groups", "paths", "recombination")
+DROPPED_KEYS = ("piece_seeds",)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR)
+
+
+def read_sidecar(path: str | Path) -> dict | None:
+    """The sidecar of results file ``path`` (None if it has none)."""
+    side = sidecar_path(path)
+    if not side.exists():
+        return None
+    try:
+        meta = json.loads(side.read_text())
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{str(side)!r} is not a results sidecar (JSON): {e}") from None
+    if not isinstance(meta, dict) or not {"config_hash", "config", "row"} <= meta.keys():
+        raise ValueError(f"{str(side)!r} is not a results sidecar (config_hash, config, row)")
+    return meta
+
+
+def write_sidecar(
+    path: str | Path, config_hash: str, config: dict, shared: dict, *, replace: bool = False
+) -> None:
+    """Write (atomically) or check the sidecar of ``path``: one config per file.
+
+    ``replace``: the results file holds no rows, so an old sidecar left beside it is stale.
+    """
+    old = None if replace else read_sidecar(path)
+    if old is not None:
+        if old["config_hash"] != config_hash:
+            raise ValueError(
+                f"{str(sidecar_path(path))!r} is of another experiment (config_hash "
+                f"{old['config_hash']}, expected {config_hash}); pass a different --out"
+            )
+        return
+    side = sidecar_path(path)
+    tmp = side.with_name(side.name + ".tmp")
+    meta = {"config_hash": config_hash, "config": config, "row": shared}
+    tmp.write_text(json.dumps(meta, sort_keys=True, indent=1) + "\n")
+    os.replace(tmp, side)
+
+
+def compact_row(row: dict) -> dict:
+    """The row as a file stores it beside a sidecar: shared and derivable keys left out, a
+    ``None`` stitch accuracy omitted, seconds to the microsecond."""
+    out = {
+        k: v
+        for k, v in row.items()
+        if k not in SHARED_KEYS
+        and k not in DROPPED_KEYS
+        and not (v is None and k == "accuracy_before_stitch")
+    }
+    if "seconds" in out:
+        out["seconds"] = round(out["seconds"], 6)
+    return out
+
+
+def _attach(rows: list[dict], meta: dict | None) -> list[dict]:
+    """Whole rows: the sidecar's shared keys under each row of its config."""
+    if meta is None:
+        return rows
+    base = {"accuracy_before_stitch": None, **meta["row"], "config": meta["config"]}
+    want = meta["config_hash"]
+    return [{**base, **r} if r.get("config_hash") == want else r for r in rows]
 
 
 def row_key(row: dict) -> tuple[int, int]:
@@ -98,7 +175,7 @@ def read_rows(path: str | Path, require: str | None = "combination") -> list[dic
     if not path.exists():
         return []
     complete, _tail = _lines(path)  # a row is only complete once its newline is written
-    return parse_rows(path, complete, require)
+    return _attach(parse_rows(path, complete, require), read_sidecar(path))
 
 
 def check_config(rows: list[dict], config_hash: str | None, path: str | Path) -> None:
@@ -143,6 +220,11 @@ class ResultsFile:
 
     def append(self, lines: list[bytes]) -> None:
         append_lines(self.file, lines)
+
+    @staticmethod
+    def encode(row: dict) -> bytes:
+        """A row as this file stores it (beside its sidecar): ``encode_row(compact_row(row))``."""
+        return encode_row(compact_row(row))
 
     def close(self) -> None:
         self.file.close()
@@ -210,8 +292,11 @@ def open_for_append(
     return f, rows
 
 
-def open_results(path: str | Path, config_hash: str) -> ResultsFile:
-    """Lock ``path``, check it is this config's results file, cut a torn last row, open it."""
+def open_results(
+    path: str | Path, config_hash: str, config: dict | None = None, shared: dict | None = None
+) -> ResultsFile:
+    """Lock ``path``, check it is this config's results file, cut a torn last row, open it;
+    with ``config`` (and the rows' ``shared`` keys), write or check its sidecar."""
     path = Path(path)
     check_regular(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +308,12 @@ def open_results(path: str | Path, config_hash: str) -> ResultsFile:
             check_unique(rows, path)
 
         f, rows = open_for_append(path, check=ours)
+        if config is not None:
+            try:
+                write_sidecar(path, config_hash, config, shared or {}, replace=not rows)
+            except BaseException:
+                f.close()
+                raise
         return ResultsFile(path, f, lock, {row_key(r) for r in rows})
     except BaseException:
         lock.close()
@@ -261,19 +352,25 @@ def merge(inputs: list[str | Path], out: str | Path) -> int:
         raise ValueError(f"missing input file(s): {', '.join(missing)}")
     by_key: dict[tuple[int, int], dict] = {}
     hashes = set()
+    metas = [m for m in map(read_sidecar, inputs) if m is not None]
     for p in inputs:
         for r in read_rows(p):
             hashes.add(r.get("config_hash"))
             by_key.setdefault(row_key(r), r)
+    hashes |= {m["config_hash"] for m in metas}
     if len(hashes) > 1:
         raise ValueError(f"the inputs mix {len(hashes)} configs: {sorted(map(str, hashes))}")
+    meta = metas[0] if metas else None  # inputs of today's layout: the output gets it too
     # no run may be writing an input or the output while it is replaced (a running writer would
     # go on appending to the replaced, deleted file)
     locks = [acquire_lock(Path(p)) for p in dict.fromkeys([*map(str, inputs), str(out)])]
     tmp = out.with_name(out.name + ".tmp")
     try:
+        if meta is not None:
+            write_sidecar(out, meta["config_hash"], meta["config"], meta["row"])
         with open(tmp, "wb") as f:
-            append_rows(f, [by_key[k] for k in sorted(by_key)])
+            rows = [by_key[k] for k in sorted(by_key)]
+            append_lines(f, [ResultsFile.encode(r) if meta else encode_row(r) for r in rows])
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

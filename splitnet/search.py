@@ -9,17 +9,21 @@ Hill climbing with sideways moves, seeded, scored on *validation* accuracy only:
     step t >= 1:   m = split.candidates neighbours of the current split, drawn with
                    seeds.search_seed(cfg, t); a neighbour swaps the groups of two neurons of
                    one layer (balance kept), layer l chosen with probability h_l / sum h,
-                   never a split already evaluated (a random split when no new neighbour is
-                   found: a restart); the m are trained and evaluated together (over the ranks)
+                   never a split already evaluated; the m are trained and evaluated together
+                   (over the ranks);
                    current <- the best of them if its validation accuracy >= the current's
                    (ties: the earliest; equal moves cross the plateaus of a discrete score)
+    restart:       when no new neighbour is found (a local maximum whose neighbourhood is all
+                   evaluated), the step is m random splits and current <- the best of them,
+                   worse or not (hill climbing with random restarts; ``best`` is kept)
     until split.budget evaluations.
 
 Evaluation e is row ``combination = e`` (with its exact ``index`` in the full space), so a
 killed search resumes: the recorded rows are replayed through the same proposals, and only the
-missing evaluations are trained. Every row carries ``search = {step, current, best}``: the
-evaluation it was proposed from and the best evaluation so far, so the last row's ``best`` is
-the search's result. Test accuracy is never read (tests/test_search.py poisons it).
+missing evaluations are trained. Every row carries ``search = {step, current, best, restart}``:
+the evaluation it was proposed from (a neighbour of it, unless ``restart``) and the best
+evaluation so far, so the last row's ``best`` is the search's result. Test accuracy is never
+read (tests/test_sample_search.py poisons the test labels: the path does not change).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class Search:
     scores: list[float] = field(default_factory=list)  # validation accuracy of evaluation e
     current: int = -1  # the evaluation we move from
     best: int = -1
+    restarting: bool = False  # the proposed step is a random restart
     candidates: Candidates = field(init=False)
 
     def __post_init__(self) -> None:
@@ -111,12 +116,15 @@ class Search:
             m = min(s.candidates, s.budget - self.evaluated)
             origin = self.candidates.splits[self.current]
             wanted, picked = [], set()
+            self.restarting = False
             while len(wanted) < m:
                 for _ in range(MAX_TRIES):
                     cand = neighbour(origin, s.groups, rng)
                     if self._fresh(cand, picked):
                         break
-                else:  # the neighbourhood is used up: restart from a random split
+                else:  # the neighbourhood is used up: a restart step of random splits
+                    if not self.restarting:
+                        self.restarting, wanted, picked = True, [], set()
                     while True:
                         cand = random_split(self.net.hidden, s.groups, int(rng.integers(2**63)))
                         if self._fresh(cand, picked):
@@ -141,7 +149,7 @@ class Search:
             self.seen.add(self.candidates.index(e))
             self.scores.append(scores[e])
         top = max(step, key=lambda e: (scores[e], -e))  # ties: the earliest
-        if self.current < 0 or scores[top] >= self.scores[self.current]:
+        if self.current < 0 or self.restarting or scores[top] >= self.scores[self.current]:
             self.current = top
         if self.best < 0 or scores[top] > self.scores[self.best]:
             self.best = top
@@ -178,8 +186,13 @@ def steps(
         rows = evaluate(todo, search.candidates) if todo else []
         scores = {e: recorded[e][1] for e in proposed if e in recorded}
         scores.update({r["combination"]: r["validation_accuracy"] for r in rows})
-        current = search.current
+        current, restart = search.current, search.restarting
         search.record(scores)
         for r in rows:
-            r["search"] = {"step": search.step - 1, "current": current, "best": search.best}
+            r["search"] = {
+                "step": search.step - 1,
+                "current": current,
+                "best": search.best,
+                "restart": restart,
+            }
         yield rows
