@@ -29,7 +29,9 @@ import torch
 from .combinations import Indexed, n_combinations, paths_of, space_of
 from .config import Config
 from .data import Splits, load_splits
+from .evaluation import accuracies, piece_and_ensemble_accuracies
 from .model import MLP, build_mlp
+from .pieces import params_of
 from .rounds import RoundsResult, train_rounds
 from .seeds import init_seed, piece_order_seed, pretrain_order_seed, remaining_order_seed
 from .sgd import accuracy, train
@@ -127,7 +129,28 @@ def run_combinations(
             raise ValueError(f"combination {c} is outside [0, {prep.count})")
     space = space if space is not None else prep.space
     results = train_rounds(prep.pretrained, prep.data, prep.config, combinations, space=space)
-    return [make_row(prep, res, space) for res in results]
+    return [
+        make_row(prep, res, space, score)
+        for res, score in zip(results, scores(prep, results), strict=True)
+    ]
+
+
+def scores(prep: Prepared, results: Sequence[RoundsResult]) -> list[dict]:
+    """Test (and validation) accuracies of every result's net, pieces and ensemble, evaluated
+    as stacked computations (``evaluation``): the numbers of ``sgd.accuracy`` per net."""
+    act = prep.pretrained.activation
+    X_test, y_test = prep.data.test
+    ens = piece_and_ensemble_accuracies([r.pieces for r in results], act, X_test, y_test)
+    out = [{"piece_accuracies": p, "ensemble_accuracy": e} for p, e in ens]
+    stitched = prep.config.split.stitch_steps > 0
+    nets = [params_of(r.net) for r in results]
+    test = accuracies(nets, act, X_test, y_test) if stitched else None
+    val = None if prep.data.validation is None else accuracies(nets, act, *prep.data.validation)
+    for i, (sc, res) in enumerate(zip(out, results, strict=True)):
+        sc["accuracy"] = test[i] if stitched else res.accuracy_before_stitch
+        if val is not None:
+            sc["validation_accuracy"] = val[i]
+    return out
 
 
 def run_combination(prep: Prepared, combination: int) -> dict:
@@ -152,8 +175,12 @@ def file_constants(cfg: Config) -> dict:
     }
 
 
-def make_row(prep: Prepared, res: RoundsResult, space: Indexed | None = None) -> dict:
-    """Evaluate a combination's result; the keys every row carries, plus the rounds fields."""
+def make_row(
+    prep: Prepared, res: RoundsResult, space: Indexed | None = None, score: dict | None = None
+) -> dict:
+    """A combination's row: the keys every row carries, plus the rounds fields. ``score``: its
+    accuracies from ``scores`` (computed here, alone, if not given)."""
+    score = score if score is not None else scores(prep, [res])[0]
     cfg, s = prep.config, prep.config.split
     X_test, y_test = prep.data.test
     if prep._identity is None:  # hashing the config per row costs more than a small piece
@@ -163,19 +190,17 @@ def make_row(prep: Prepared, res: RoundsResult, space: Indexed | None = None) ->
         "combination": res.combination,
         "split": [np.asarray(a).tolist() for a in res.split],
         **file_constants(cfg),
-        "accuracy": (
-            accuracy(res.net, X_test, y_test) if s.stitch_steps else res.accuracy_before_stitch
-        ),
+        "accuracy": score["accuracy"],
         "accuracy_before_stitch": res.accuracy_before_stitch if s.stitch_steps else None,
-        "piece_accuracies": res.piece_accuracies(X_test, y_test),
-        "ensemble_accuracy": res.ensemble_accuracy(X_test, y_test),
+        "piece_accuracies": score["piece_accuracies"],
+        "ensemble_accuracy": score["ensemble_accuracy"],
         "cut_fraction": res.cut_fractions[0],
         "seconds": res.seconds,
     }
     if s.strategy in ("sample", "search"):
         row["index"] = exact_index((space or prep.space).index(res.combination))
     if prep.data.validation is not None:
-        row["validation_accuracy"] = validation_accuracy(res.net, prep.data)
+        row["validation_accuracy"] = score["validation_accuracy"]
         row["baseline_validation_accuracy"] = prep.baseline_validation_accuracy
     if uses_rounds(cfg):
         row.update(

@@ -42,12 +42,14 @@ from .combinations import Indexed, paths_of, space_of
 from .config import Config
 from .data import Splits
 from .engines import PieceJob, train_pieces
+from .evaluation import accuracies
 from .model import MLP
 from .pieces import (
     Params,
     ensemble_logits,
     forward,
     n_params,
+    params_of,
     piece_neurons,
     recombine,
     unscale_recombined,
@@ -201,7 +203,12 @@ def train_rounds(
                     output="sum",
                 )
             nets[c] = new
-            curves[c].append((hi, accuracy(new, X_test, y_test)))
+        # every combination's recombined net on the test set, stacked (evaluation)
+        nets_now = [params_of(nets[c]) for c in combinations]
+        for c, acc in zip(
+            combinations, accuracies(nets_now, net0.activation, X_test, y_test), strict=True
+        ):
+            curves[c].append((hi, acc))
 
     dp_step = dp_step_bytes(net0, len(paths))
     out = []

@@ -1,0 +1,73 @@
+"""Accuracy of many nets at once: the recombined nets, pieces and ensembles of a chunk.
+
+Nets of equal layer shapes are stacked, W_m: (P, out, in), and run as one computation::
+
+    z_1 = X W_1^T + b_1          (P, n, h_1)    one batched GEMM over the stack
+    z_m = f(z_{m-1}) W_m^T + b_m                 (baddbmm, as ``pieces.forward`` per net)
+    accuracy_p = mean_i [argmax_j z_{L+1}[p, i, j] = y_i]
+
+The ensemble of a combination is sum_p piece_p(x) in path order (``pieces.ensemble_logits``).
+The numbers equal the per-net evaluation (``sgd.accuracy``; tests/test_evaluation.py compares
+every row of the default experiment).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .pieces import Params
+
+_F = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+
+@torch.no_grad()
+def stacked_logits(nets: Sequence[Params], activation: str, X: torch.Tensor) -> list[torch.Tensor]:
+    """The logits (n, C) of every net in ``nets``, computed a stack of equal shapes at a time."""
+    f = _F[activation]
+    X = torch.as_tensor(X)
+    by_shape: dict[tuple, list[int]] = defaultdict(list)
+    for i, p in enumerate(nets):
+        by_shape[tuple(t.shape for t in p)].append(i)
+    out: list = [None] * len(nets)
+    for members in by_shape.values():
+        n_layers = len(nets[members[0]]) // 2
+        z = X.expand(len(members), *X.shape)  # (P, n, d), no copy
+        for m in range(n_layers):
+            W = torch.stack([nets[i][2 * m] for i in members])
+            b = torch.stack([nets[i][2 * m + 1] for i in members])
+            z = torch.baddbmm(b.unsqueeze(1), z, W.transpose(1, 2))
+            if m < n_layers - 1:
+                z = f(z)
+        for j, i in enumerate(members):
+            out[i] = z[j]
+    return out
+
+
+def accuracy_of(logits: torch.Tensor, y: np.ndarray) -> float:
+    """Fraction of rows whose argmax logit is the label (``sgd.accuracy``'s formula)."""
+    return float((logits.argmax(1).numpy() == np.asarray(y)).mean())
+
+
+def accuracies(nets: Sequence[Params], activation: str, X, y) -> list[float]:
+    return [accuracy_of(z, y) for z in stacked_logits(nets, activation, X)]
+
+
+def piece_and_ensemble_accuracies(
+    pieces: Sequence[Sequence[Params]], activation: str, X, y
+) -> list[tuple[list[float], float]]:
+    """Per combination (its pieces, in path order): the pieces' accuracies and the ensemble's."""
+    flat = [p for ps in pieces for p in ps]
+    logits = stacked_logits(flat, activation, X)
+    out, at = [], 0
+    for ps in pieces:
+        mine = logits[at : at + len(ps)]
+        at += len(ps)
+        total = mine[0]
+        for z in mine[1:]:
+            total = total + z
+        out.append(([accuracy_of(z, y) for z in mine], accuracy_of(total, y)))
+    return out
