@@ -306,8 +306,8 @@ def draw(s: dict, small: dict, wide: list[dict], figs: Path) -> None:
                 best_val, pick = r["validation_accuracy"], r["accuracy"]
             test.append(pick)
         a.plot(np.arange(1, len(rows) + 1), np.array(test) * 100, color=f"C{j}", label=start)
-    for q, ls in ((1.0, "-"), (0.99, "--"), (0.5, ":")):
-        a.axhline(np.quantile(small["acc"], q) * 100, color="gray", ls=ls, lw=1, label=f"q{q:g}")
+    for q, ls, label in ((1.0, "-", "best of all"), (0.99, "--", "99th pct"), (0.5, ":", "median")):
+        a.axhline(np.quantile(small["acc"], q) * 100, color="gray", ls=ls, lw=1, label=label)
     a.axhline(small["baseline"] * 100, color="C3", label="baseline")
     for f in FRACTIONS:
         a.axvline(f * len(small["acc"]), color="k", lw=0.5, alpha=0.4)
