@@ -118,6 +118,10 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], Any]:
     it returns that ``results.ResultsFile`` beside the verdict (None on the other ranks).
     """
     verdict, writer = None, None
+    if comm.Get_rank() != 0:
+        # import torch and scikit-learn while rank 0 checks the input (which imports them too):
+        # else the imports run one after the other, 2-3 s of every multi-rank start-up
+        from . import experiment  # noqa: F401
     if comm.Get_rank() == 0:
         try:
             args = parse_args(argv)
@@ -205,13 +209,20 @@ def run(
     )
     n_paths = len(paths_of(cfg))
     chunk = args.chunk or max(1, math.ceil(PIECES_PER_RANK[cfg.train.engine] * size / n_paths))
+    data = None
     for seed in seeds:
         if per_seed[seed] == len(todo_range):
             continue
-        prep = experiment.prepare(cfg, seed=seed) if rank == 0 else None  # pretrain once, on rank 0
-        state = comm.bcast(prep.pretrained.state_dict() if rank == 0 else None, root=0)
+        # rank 0 pretrains and trains the baseline once; meanwhile the others load the data and
+        # pay torch's lazy start-up, then take the weights and the scores (no rank redoes them)
+        if rank == 0:
+            prep = experiment.prepare(cfg, seed=seed)
+        else:
+            data = data if data is not None else experiment.load_data(cfg)
+            experiment.preload_torch()
+        shared = comm.bcast(experiment.Shared.of(prep) if rank == 0 else None, root=0)
         if rank != 0:
-            prep = experiment.prepare(cfg, state, seed=seed)  # the same weights on every rank
+            prep = experiment.prepare(cfg, shared, seed=seed, data=data)
         if cfg.split.strategy == "search":
             _search(prep, seed, out, comm, writer, bar)
             continue

@@ -84,21 +84,68 @@ def validation_accuracy(net, data: Splits) -> float | None:
     return None if data.validation is None else accuracy(net, *data.validation)
 
 
-def prepare(cfg: Config, state: dict | None = None, seed: int | None = None) -> Prepared:
-    """Load data, pretrain (or take ``state``, a broadcast ``net.state_dict()``), baseline.
+@dataclass(frozen=True)
+class Shared:
+    """What one rank computes and broadcasts: the pretrained weights and the reference scores
+    (the other ranks then train neither the net nor the baseline)."""
+
+    state: dict
+    pretrained_accuracy: float
+    baseline_accuracy: float
+    baseline_validation_accuracy: float | None
+
+    @classmethod
+    def of(cls, prep: Prepared) -> Shared:
+        return cls(
+            prep.pretrained.state_dict(),
+            prep.pretrained_accuracy,
+            prep.baseline_accuracy,
+            prep.baseline_validation_accuracy,
+        )
+
+
+def load_data(cfg: Config) -> Splits:
+    """The experiment's data (split by the experiment's ``seed``)."""
+    return load_splits(cfg.data, cfg.seed)
+
+
+def preload_torch() -> None:
+    """Pay torch's lazy start-up now: the first ``torch.optim`` optimizer imports
+    ``torch._dynamo`` (about 1.5 s). The driver's other ranks do it while rank 0 pretrains."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+def prepare(
+    cfg: Config,
+    shared: Shared | None = None,
+    seed: int | None = None,
+    data: Splits | None = None,
+) -> Prepared:
+    """Load data (or take ``data``), pretrain and train the baseline (or take ``shared``,
+    broadcast by the rank that did).
 
     ``seed`` picks one run of a multi-seed config (default: its first seed).
     """
     experiment = cfg
     cfg = cfg.for_seed(cfg.run_seeds[0] if seed is None else seed)
     torch.set_num_threads(1)  # same arithmetic on any rank count; no oversubscription under MPI
-    data = load_splits(cfg.data, experiment.seed)
-    if state is None:
-        net = pretrain(cfg.for_seed(experiment.seed), data)
-    else:
+    data = data if data is not None else load_data(experiment)
+    space = space_of(experiment)  # a sample is drawn from the experiment's seed, not a run seed
+    if shared is not None:
         sizes = [data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes]
         net = MLP(sizes, cfg.model.activation)
-        net.load_state_dict(state)
+        net.load_state_dict(shared.state)
+        return Prepared(
+            cfg,
+            data,
+            net,
+            shared.pretrained_accuracy,
+            shared.baseline_accuracy,
+            space,
+            experiment,
+            shared.baseline_validation_accuracy,
+        )
+    net = pretrain(cfg.for_seed(experiment.seed), data)
     base = baseline(cfg, data, net)
     return Prepared(
         cfg,
@@ -106,7 +153,7 @@ def prepare(cfg: Config, state: dict | None = None, seed: int | None = None) -> 
         net,
         accuracy(net, *data.test),
         accuracy(base, *data.test),
-        space_of(experiment),  # a sample is drawn from the experiment's seed, not a run seed
+        space,
         experiment,
         validation_accuracy(base, data),
     )
