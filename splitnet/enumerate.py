@@ -226,11 +226,13 @@ def run(
         if cfg.split.strategy == "search":
             _search(prep, seed, out, comm, writer, bar)
             continue
+        sends = Sends(comm)
         for combos in pending(todo_range, seed, done, chunk):
-            lines = _chunk(experiment, prep, combos, comm)
+            lines = _chunk(experiment, prep, combos, comm, sends)
             if rank == 0:
                 writer.append(lines)
                 bar.update(len(lines))
+        sends.wait_all()
     bar.close()
     if rank == 0 and not args.quiet:
         print(
@@ -242,16 +244,45 @@ def run(
     return 0
 
 
-def _chunk(experiment: ModuleType, prep: Any, combos: list[int], comm: Comm) -> list[bytes] | None:
-    """Rank r takes combinations r, r + size, ...; rank 0 gets the rows as JSON lines, in order."""
+class Sends:
+    """A worker's rows on their way to rank 0: sent without waiting for rank 0 to take them,
+    so a worker goes on training while rank 0 writes; at most ``AHEAD`` chunks in flight
+    (memory stays flat when rank 0 falls behind)."""
+
+    AHEAD = 4
+
+    def __init__(self, comm: Comm):
+        self.comm, self.requests = comm, []
+
+    def send(self, obj: Any, tag: int) -> None:
+        if len(self.requests) >= self.AHEAD:
+            self.requests.pop(0).wait()
+        self.requests.append(self.comm.isend(obj, dest=0, tag=tag))
+
+    def wait_all(self) -> None:
+        while self.requests:
+            self.requests.pop(0).wait()
+
+
+def _chunk(
+    experiment: ModuleType, prep: Any, combos: list[int], comm: Comm, sends: Sends
+) -> list[bytes] | None:
+    """Rank r takes combinations r, r + size, ...; rank 0 gets the rows as JSON lines, in order.
+
+    Chunks are taken in the same order on every rank, and MPI keeps the order of messages
+    between two ranks, so rank 0's k-th receive from a worker is that worker's k-th chunk.
+    """
     rank, size = comm.Get_rank(), comm.Get_size()
     rows = experiment.run_combinations(prep, combos[rank::size])
-    gathered = comm.gather(
-        [(r["combination"], results.ResultsFile.encode(r)) for r in rows], root=0
-    )
-    if rank == 0:
-        return [line for _, line in sorted(item for part in gathered for item in part)]
-    return None
+    mine = [(r["combination"], results.ResultsFile.encode(r)) for r in rows]
+    if rank != 0:
+        sends.send(mine, tag=ROWS_TAG)
+        return None
+    parts = [mine] + [comm.recv(source=r, tag=ROWS_TAG) for r in range(1, size)]
+    return [line for _, line in sorted(item for part in parts for item in part)]
+
+
+ROWS_TAG = 7
 
 
 def _search(prep: Any, seed: int, out: Path, comm: Comm, writer: Any, bar: tqdm) -> None:
