@@ -277,3 +277,31 @@ def test_search_resumes_after_a_kill_with_nothing_lost_or_twice(tmp_path):
     out.write_bytes(b"".join(full[:2]) + results.encode_row(bad))
     with pytest.raises(ValueError, match="another search"):
         enumerate.main([*args, "--out", str(out), "--quiet"])
+
+
+def test_sample_shards_merge_into_the_unsharded_run(tmp_path):
+    args = ["--set", "split.strategy=sample", "--set", "split.samples=7", "--quiet"]
+    args += [x for s in SMALL for x in ("--set", s)]
+    whole = tmp_path / "whole.jsonl"
+    enumerate.main([*args, "--out", str(whole)])
+    shards = [tmp_path / f"s{t}.jsonl" for t in range(3)]
+    for t in range(3):
+        enumerate.main([*args, "--shard", f"{t}/3", "--out", str(shards[t])])
+    merged = tmp_path / "merged.jsonl"
+    assert results.merge(shards, merged) == 7
+
+    def strip(path):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in results.read_rows(path)]
+
+    assert strip(merged) == strip(whole)
+
+
+def test_a_search_on_two_ranks_writes_the_rows_of_one(tmp_path):
+    args = [x for s in [*SEARCH, "split.budget=9"] for x in ("--set", s)] + ["--quiet"]
+    enumerate.main([*args, "--out", str(tmp_path / "one.jsonl")])
+    run_mpi(2, ["-m", "splitnet.enumerate", *args, "--out", str(tmp_path / "two.jsonl")])
+
+    def strip(path):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in results.read_rows(path)]
+
+    assert strip(tmp_path / "one.jsonl") == strip(tmp_path / "two.jsonl")
