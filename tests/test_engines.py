@@ -11,6 +11,7 @@ import torch
 from conftest import run_mpi
 
 from splitnet import config, experiment
+from splitnet.combinations import space_of
 from splitnet.engines import PieceJob, train_pieces
 from splitnet.model import build_mlp
 from splitnet.pieces import as_mlp, cut, params_of, piece_neurons
@@ -47,7 +48,7 @@ def with_settings(prep, split=None, **train):
         split=dataclasses.replace(cfg.split, **(split or {})),
         train=dataclasses.replace(cfg.train, **train),
     )
-    space = experiment.Space(cfg.model.hidden, cfg.split.groups, cfg.split.variant)
+    space = space_of(cfg)
     return dataclasses.replace(prep, config=cfg, space=space, experiment=cfg, _identity=None)
 
 
