@@ -28,7 +28,6 @@ h_{l-1} / |S_{l-1}| while it trains (inverted dropout) and divided back after re
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -195,7 +194,9 @@ def recombine(
             counts[m][0][ix] += 1
             sums[m][1][rows] += params[2 * m + 1].detach().numpy()
             counts[m][1][rows] += 1
-    out = copy.deepcopy(net)
+    # a structural copy (as_mlp: no Module construction, no deepcopy: both cost more than a
+    # small combination's recombining); every parameter is overwritten below
+    out = as_mlp(params_of(net), net.activation)
     with torch.no_grad():
         for olin, (w, b), (sw, sb), (cw, cb) in zip(out.linears, orig, sums, counts, strict=True):
             for param, o, s, c in ((olin.weight, w, sw, cw), (olin.bias, b, sb, cb)):
