@@ -15,7 +15,15 @@ STUDIES = sorted(p.parent.name for p in (REPO / "experiments").glob("*/run.py"))
 
 
 def test_every_study_is_a_folder_with_config_and_script():
-    assert STUDIES == ["lightrnn", "pruning", "resplit", "sampling", "separable", "sparsification"]
+    assert STUDIES == [
+        "lightrnn",
+        "pruning",
+        "race",
+        "resplit",
+        "sampling",
+        "separable",
+        "sparsification",
+    ]
     for name in STUDIES:
         assert (REPO / "experiments" / name / "config.toml").exists()
         doc = (REPO / "experiments" / name / "run.py").read_text()

@@ -1,0 +1,174 @@
+"""splitnet.race: every method against single-process SGD, bytes against closed forms, rows that
+do not depend on timing, bad input stopping every rank with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from conftest import load_study_script, run_mpi
+
+from splitnet import race
+from splitnet.parallel.collectives import bytes_sent
+from splitnet.partition import bounds, sizes
+
+TINY = """\
+seed = 0
+[data]
+name = "digits"
+[model]
+hidden = [15, 16]
+[train]
+batch_size = 20
+lr = 0.1
+[race]
+epochs = 2
+E = 7
+topk_ratio = 0.05
+"""
+TIMING = {"wall_s", "compute_s", "comm_s"}
+
+
+def run_race(tmp_path, n: int, name: str, extra: list[str] = (), check: bool = True):
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(TINY)
+    out = tmp_path / f"{name}.jsonl"
+    argv = ["-m", "splitnet.race", "--config", str(toml), "--out", str(out), "--quiet", *extra]
+    proc = run_mpi(n, argv, timeout=180, check=check)
+    return proc, out
+
+
+def read(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2])
+def test_methods_equal_single_process_training(n):
+    proc = run_mpi(n, ["tests/mpi_scripts/race_check.py"], timeout=180)
+    want = (
+        ["split_one-shot_k1_equals_single", "split_E=5_k1_equals_single"]
+        if n == 1
+        else [f"{m}_equals_single_process" for m in ("dp_mpi", "dp_ring", "tensor")]
+    )
+    for name in want:
+        assert f"OK {name}" in proc.stdout, proc.stdout + proc.stderr
+
+
+def n_params(widths: list[int]) -> int:
+    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
+def expected_bytes(row: dict, N: int, T: int, batches: list[int]) -> list[int]:
+    """What each rank sends, in closed form (the payload handed to MPI for other ranks)."""
+    d_in, hidden, d_out = 64, [15, 16], 10
+    n = n_params([d_in, *hidden, d_out])
+    m, o = row["method"], row["options"]
+    if m == "single" or N == 1:
+        return [0] * N
+    if m == "dataparallel":
+        if o["exchange"] == "ring":  # the ring's exact schedule (collectives.bytes_sent)
+            return [T * bytes_sent("ring", N, 4 * n, r, itemsize=4) for r in range(N)]
+        if o["exchange"] == "mpi":  # MPI's Allreduce: the 4n-byte vector
+            return [T * 4 * n] * N
+        k = max(1, round(o["topk_ratio"] * n))  # count + k indices + k values
+        return [T * (4 + 8 * k)] * N
+    if m == "split":  # per round: Scatter of shapes + Scatterv of pieces, Gatherv back
+        R = 1 if o["mode"] == "one-shot" else math.ceil(T / o["E"])
+        piece = [n_params([d_in, *(sizes(h, N)[p] for h in hidden), d_out]) for p in range(N)]
+        root = (N - 1) * 8 * len(hidden) + 4 * sum(piece[1:])
+        return [R * root] + [R * 4 * piece[p] for p in range(1, N)]
+    # tensor, per step of b samples: Allgatherv of my rows of every layer (forward),
+    # Reduce_scatter of the other ranks' rows of every hidden layer (backward)
+    widths = [*hidden, d_out]
+    own = [[bounds(w, N)[r + 1] - bounds(w, N)[r] for w in widths] for r in range(N)]
+    backward = [sum(h - c for h, c in zip(hidden, own[r][:-1], strict=True)) for r in range(N)]
+    return [4 * sum(batches) * (sum(own[r]) + backward[r]) for r in range(N)]
+
+
+@pytest.mark.mpi
+def test_rows_bytes_in_closed_form_and_independent_of_timing(tmp_path):
+    _, out_a = run_race(tmp_path, 2, "a")
+    _, out_b = run_race(tmp_path, 2, "b")
+    a, b = read(out_a), read(out_b)
+    assert len(a) == len(b) == 7 * 3  # 7 methods x (step 0 + 2 epochs)
+    for x, y in zip(a, b, strict=True):
+        assert {k: v for k, v in x.items() if k not in TIMING} == {
+            k: v for k, v in y.items() if k not in TIMING
+        }
+        assert TIMING <= x.keys() and x["wall_s"] >= 0
+    n_train, B = 1347, 20  # digits: 1,797 images, 25% test
+    per_epoch = -(-n_train // B)
+    T = 2 * per_epoch
+    batches = [B] * (per_epoch - 1) + [n_train - B * (per_epoch - 1)]
+    finals = [r for r in a if r["step"] == T]
+    assert [r["label"] for r in finals] == [
+        "single", "split one-shot", "split E=7", "dp mpi", "dp ring", "dp top-0.05", "tensor",
+    ]  # fmt: skip
+    for r in finals:
+        assert r["samples"] == 2 * n_train and r["epoch"] == 2.0
+        assert r["bytes"] == expected_bytes(r, 2, T, batches * 2), r["label"]
+    single = finals[0]
+    for r in finals:  # the same SGD, exactly or up to rounding
+        if r["label"] in ("dp mpi", "dp ring", "tensor"):
+            assert abs(r["test_accuracy"] - single["test_accuracy"]) < 1e-9
+            assert abs(r["train_loss"] - single["train_loss"]) < 1e-4
+
+
+@pytest.mark.mpi
+def test_one_rank_split_rows_equal_single_rows(tmp_path):
+    _, out = run_race(tmp_path, 1, "one", ["--set", 'race.methods=["single", "split"]'])
+    rows = read(out)
+    by = {}
+    for r in rows:
+        by.setdefault(r["label"], []).append((r["step"], r["train_loss"], r["test_accuracy"]))
+    assert by["split one-shot"] == by["single"] == by["split E=7"]
+    assert all(r["bytes"] == [0] for r in rows)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--set", 'race.methods=["single", "pipeline"]'], "'pipeline' is not one of"),
+        (["--set", "model.hidden=[4, 1]"], "needs N=2 ranks <= every hidden width"),
+        (["--set", "race.E=0"], "race.E=0 must be >= 1"),
+        (["--out", "FILE/r.jsonl"], "is not a directory"),
+        (["--set", "race.colour=1"], "unknown key race.colour"),
+    ],
+)
+def test_bad_input_exits_2_on_every_rank_with_the_value(tmp_path, extra, needle):
+    (tmp_path / "a_file").write_text("")  # --out under a regular file
+    extra = [x.replace("FILE", str(tmp_path / "a_file")) for x in extra]
+    proc, out = run_race(tmp_path, 2, "bad", extra, check=False)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("splitnet.race: error:") == 1
+
+
+def test_parse_race_names_the_value():
+    assert race.parse_race({"E": 3}).E == 3
+    for raw, needle in (
+        ({"methods": "single"}, "race.methods must be a non-empty list"),
+        ({"exchanges": ["gossip"]}, "'gossip' is not one of mpi, ring, topk"),
+        ({"strategy": "spectral"}, "race.strategy='spectral'"),
+        ({"topk_ratio": 0.0}, "race.topk_ratio=0.0"),
+        ({"epochs": "3"}, "race.epochs must be of type int"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            race.parse_race(raw)
+
+
+def test_study_table_marks_targets_not_reached():
+    study = load_study_script("race")
+    rows = []
+    for label, accs in (("single", [0.5, 0.9, 0.95]), ("split one-shot", [0.5, 0.6, 0.7])):
+        for step, acc in enumerate(accs):
+            rows.append(
+                {"label": label, "ranks": 2, "step": step, "epoch": step, "test_accuracy": acc,
+                 "wall_s": 2.0 * step, "bytes_max": 0, "method": label.split()[0]}
+            )  # fmt: skip
+    text = study.table(rows, target=0.97)
+    assert "| single | 2 | 0.9500 | 4.00 / 4.00 | 1.00x |" in text
+    assert "not reached" in text
