@@ -26,7 +26,6 @@ PIECE_SCALES = ("none", "dropout")
 ENGINES = ("loop", "batched")
 SHUFFLES = ("shared", "per-piece")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
-NORMS = ("none", "batch")  # "batch": IST's released MLP (bias-free Linear + BatchNorm1d)
 SEARCH_STARTS = ("weights", "random")
 MAX_SEED = 2**32 - 2  # scikit-learn takes random_state < 2**32; the data split uses seed + 1
 
@@ -48,7 +47,6 @@ class DataConfig:
 class ModelConfig:
     hidden: tuple[int, ...] = (8, 8)
     activation: str = "relu"
-    norm: str = "none"
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,6 @@ class Config:
 # (section, key) -> default of every key added after the first results files were written
 LATER_KEYS = {
     ("data", "validation_fraction"): 0.0,
-    ("model", "norm"): "none",
     ("split", "samples"): 0,
     ("split", "budget"): 0,
     ("split", "start"): "weights",
@@ -197,7 +194,6 @@ def validate(cfg: Config) -> None:
     d, m, s, t = cfg.data, cfg.model, cfg.split, cfg.train
     _choice("data.name", d.name, DATASETS)
     _choice("model.activation", m.activation, ACTIVATIONS)
-    _choice("model.norm", m.norm, NORMS)
     _choice("split.start", s.start, SEARCH_STARTS)
     _choice("split.strategy", s.strategy, STRATEGIES)
     _choice("split.variant", s.variant, VARIANTS)
@@ -209,11 +205,6 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"split.{key}={getattr(s, key)} must be >= 0")
     _choice("train.engine", t.engine, ENGINES)
     _choice("train.shuffle", t.shuffle, SHUFFLES)
-    if m.norm == "batch" and t.engine != "loop":
-        raise ValueError(
-            f"model.norm='batch' needs train.engine='loop' (the batched kernel has no "
-            f"BatchNorm), got train.engine={t.engine!r}"
-        )
     for key in ("pretrain_fraction", "test_fraction"):
         v = getattr(d, key)
         if not 0.0 < v < 1.0:
