@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -269,8 +270,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Load a TOML file (or the defaults) and apply ``--set KEY=VALUE`` overrides."""
+def read_raw(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The nested dict of a TOML file (or {}) with ``--set KEY=VALUE`` overrides applied."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -290,4 +291,9 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
             if not isinstance(node, dict):
                 raise ValueError(f"--set {item!r}: {k} is not a table")
         node[keys[-1]] = value
-    return from_dict(raw)
+    return raw
+
+
+def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a TOML file (or the defaults) and apply ``--set KEY=VALUE`` overrides."""
+    return from_dict(read_raw(path, overrides))

@@ -34,7 +34,6 @@ import argparse
 import hashlib
 import json
 import sys
-import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -48,7 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .combinations import Space, paths_of, space_of
-from .config import _coerce, from_dict, parse_override
+from .config import _coerce, from_dict, read_raw
 from .data import load_splits
 from .model import build_mlp
 from .mpi import IN_PLACE, Comm, abort_on_error, world, wtime
@@ -140,22 +139,7 @@ def load(path: str | None, overrides: list[str], ranks: int) -> tuple[Any, Race]
 
     The race owns ``split.strategy``, ``split.groups`` (= N for split) and ``train.shuffle``.
     """
-    raw: dict[str, Any] = {}
-    if path:
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except OSError as e:
-            raise ValueError(f"cannot read config {path!r}: {e.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"config {path!r} is not valid TOML: {e}") from None
-    for item in overrides:
-        keys, value = parse_override(item)
-        node = raw
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"--set {item!r}: {k} is not a table")
-        node[keys[-1]] = value
+    raw = read_raw(path or None, overrides)
     for section in ("race", "model", "split", "train"):
         if not isinstance(raw.get(section, {}), dict):
             raise ValueError(f"[{section}] must be a table, got {raw[section]!r}")
@@ -182,8 +166,6 @@ def load(path: str | None, overrides: list[str], ranks: int) -> tuple[Any, Race]
                 f"race.combination={race.combination} is outside the {count} combinations of "
                 f"model.hidden={list(cfg.model.hidden)} into k={ranks} groups"
             )
-    if cfg.model.norm != "none":
-        raise ValueError(f"model.norm={cfg.model.norm!r}: the race trains the plain MLP only")
     if cfg.train.momentum != 0:
         raise ValueError(f"train.momentum={cfg.train.momentum}: the race uses plain SGD (0)")
     if cfg.split.variant != "straight":
