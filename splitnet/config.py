@@ -6,6 +6,7 @@ experiments never mix. Bad values raise ``ValueError`` naming the dotted key and
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -268,6 +269,20 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     except tomllib.TOMLDecodeError:
         value = text  # a bare word such as digits or all-paths
     return key.strip().split("."), value
+
+
+def add_arguments(ap: argparse.ArgumentParser, what: str, example: str) -> None:
+    """The ``--config FILE.toml`` and repeatable ``--set KEY=VALUE`` options of a command
+    (their values go to ``read_raw`` / ``load``)."""
+    ap.add_argument("--config", metavar="FILE.toml", help=what)
+    ap.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help=f"override a config key, TOML value, repeatable: --set {example}",
+    )
 
 
 def read_raw(path: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -40,15 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--config", metavar="FILE.toml", help="experiment config (default: embedded)")
-    ap.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override a config key, TOML value, repeatable: --set model.hidden=[4,4]",
-    )
+    config_mod.add_arguments(ap, "experiment config (default: embedded)", "model.hidden=[4,4]")
     ap.add_argument(
         "--out",
         metavar="PATH",

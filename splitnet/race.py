@@ -47,7 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .combinations import Space, paths_of, space_of
-from .config import _coerce, from_dict, read_raw
+from .config import _coerce, add_arguments, from_dict, read_raw
 from .data import load_splits
 from .model import build_mlp
 from .mpi import IN_PLACE, Comm, abort_on_error, world, wtime
@@ -585,15 +585,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--config", metavar="FILE.toml", help="race config (experiments/race.toml)")
-    ap.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override a key, TOML value, repeatable: --set race.epochs=3",
-    )
+    add_arguments(ap, "race config (experiments/race.toml)", "race.epochs=3")
     ap.add_argument("--out", metavar="PATH", default="results/race.jsonl", help="JSON Lines rows")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
