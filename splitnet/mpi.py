@@ -85,6 +85,9 @@ def _array(buf: Any) -> np.ndarray:
     return buf[0] if isinstance(buf, (list, tuple)) else buf
 
 
+ABORT_GRACE_S = 0.5  # between the last words of a failing rank and Abort
+
+
 def world() -> Comm:
     """``MPI.COMM_WORLD``, or a ``SerialComm`` where no MPI library is available."""
     return MPI.COMM_WORLD if MPI is not None else SerialComm()
@@ -118,4 +121,7 @@ def abort_on_error(comm: Comm | None = None) -> Iterator[Comm]:
         else:
             traceback.print_exc()
         sys.stderr.flush()
+        # Abort kills every rank at once, and the launcher may stop forwarding a rank's stderr
+        # before it has read the message above (seen under load): give it a moment
+        time.sleep(ABORT_GRACE_S)
         comm.Abort(130 if isinstance(e, KeyboardInterrupt) else 1)
