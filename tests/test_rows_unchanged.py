@@ -6,7 +6,10 @@ recombination option (unheld, rescale, shared rescale, stitch), momentum, per-pi
 tanh, three hidden layers, two seeds, and iterated rounds (loop engine) with dropout scaling,
 momentum + stitch and alternating per-piece paths. Each line: the case, its ``--set``
 overrides, the seed, the combination, and the row without ``seconds``/``config``/
-``config_hash``. Every recorded key must be equal now (new keys may be added).
+``config_hash``. Every recorded key must be equal now (new keys may be added), except that
+``cut_fraction``, a float64 sum over float32 weights, is compared to 1e-7: torch's CPU kernels
+round the pretraining's float32 arithmetic differently on another instruction set (AVX2 vs
+AVX-512), which moves it in the 9th digit while every accuracy stays exactly equal.
 
 Left out on purpose: rounds with the random / weights strategies (their split seeds changed: the
 random-draw bug fix, and every drawn split now comes from ``seeds.split_seed``), and rounds with
@@ -16,6 +19,7 @@ random-draw bug fix, and every drawn split now comes from ``seeds.split_seed``),
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,5 +41,10 @@ def test_rows_equal_the_pre_redesign_rows():
         for rec, row in zip(recs, rows, strict=True):
             assert {"combination", "split", "accuracy", "piece_accuracies"} <= rec["row"].keys()
             assert ("rounds" in rec["row"]) == ("rounds" in row)
-            differing = {k: (v, row.get(k)) for k, v in rec["row"].items() if row.get(k) != v}
+            differing = {
+                k: (v, row.get(k))
+                for k, v in rec["row"].items()
+                if row.get(k) != v
+                and not (k == "cut_fraction" and math.isclose(v, row[k], rel_tol=1e-7))
+            }
             assert not differing, (case, seed, rec["combination"], differing)
