@@ -28,6 +28,8 @@ PIECE_SCALES = ("none", "dropout")
 ENGINES = ("loop", "batched")
 SHUFFLES = ("shared", "per-piece")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
+NORMS = ("none", "batch")  # model.norm (model.MLP)
+NORM_STATS = ("reestimate", "average")
 SEARCH_STARTS = ("weights", "random")
 MAX_SEED = 2**32 - 2  # scikit-learn takes random_state < 2**32; the data split uses seed + 1
 
@@ -49,6 +51,8 @@ class DataConfig:
 class ModelConfig:
     hidden: tuple[int, ...] = (8, 8)
     activation: str = "relu"
+    # "batch": IST's architecture (bias-free Linear + BatchNorm1d, affine-free BN on the logits)
+    norm: str = "none"
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,9 @@ class SplitConfig:
     budget: int = 0  # strategy "search": this many evaluated combinations
     start: str = "weights"  # strategy "search": the split it starts from
     candidates: int = 8  # strategy "search": neighbours evaluated per step (in parallel)
+    # model.norm = "batch": the recombined net's running statistics, re-estimated on the
+    # remaining data before it is evaluated ("reestimate"), or the pieces' mean ("average")
+    norm_stats: str = "reestimate"
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,8 @@ LATER_KEYS = {
     ("split", "budget"): 0,
     ("split", "start"): "weights",
     ("split", "candidates"): 8,
+    ("model", "norm"): "none",
+    ("split", "norm_stats"): "reestimate",
 }
 
 
@@ -196,6 +205,8 @@ def validate(cfg: Config) -> None:
     d, m, s, t = cfg.data, cfg.model, cfg.split, cfg.train
     _choice("data.name", d.name, DATASETS)
     _choice("model.activation", m.activation, ACTIVATIONS)
+    _choice("model.norm", m.norm, NORMS)
+    _choice("split.norm_stats", s.norm_stats, NORM_STATS)
     _choice("split.start", s.start, SEARCH_STARTS)
     _choice("split.strategy", s.strategy, STRATEGIES)
     _choice("split.variant", s.variant, VARIANTS)
@@ -207,6 +218,11 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"split.{key}={getattr(s, key)} must be >= 0")
     _choice("train.engine", t.engine, ENGINES)
     _choice("train.shuffle", t.shuffle, SHUFFLES)
+    if m.norm == "batch" and t.engine != "loop":
+        raise ValueError(
+            f"model.norm='batch' with train.engine={t.engine!r}: the batched kernel has no "
+            'BatchNorm; set train.engine = "loop"'
+        )
     for key in ("pretrain_fraction", "test_fraction"):
         v = getattr(d, key)
         if not 0.0 < v < 1.0:

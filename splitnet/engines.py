@@ -29,7 +29,7 @@ import torch
 from .batched import MIN_COLUMNS, stack_params, train_stack
 from .config import ENGINES
 from .model import MLP
-from .pieces import Params, as_mlp, cut, dropout_factors, scale_for_dropout
+from .pieces import Params, as_mlp, cut, dropout_factors, params_of, scale_for_dropout
 from .sgd import sgd
 
 MAX_STACK = 1024  # pieces trained together; larger job lists are split into several stacks
@@ -84,15 +84,13 @@ def _train_one(job: PieceJob, X, y, streams, steps, lr, momentum) -> TrainedPiec
     params = cut(job.source, job.neurons)
     if job.dropout_scale:
         scale_for_dropout(params, dropout_factors(job.source, job.neurons))
-    model = as_mlp(params, job.source.activation)
+    model = as_mlp(params, job.source.activation, job.source.norm)
     buffers = cut(job.buffers, job.neurons) if job.buffers is not None else None
     lo, hi = steps
     run = sgd(
         model, X, y, streams[job.order_seed][lo:hi], lr=lr, momentum=momentum, buffers=buffers
     )
-    return TrainedPiece(
-        [p.detach() for p in model.parameters()], run.buffers, time.perf_counter() - t0
-    )
+    return TrainedPiece(params_of(model), run.buffers, time.perf_counter() - t0)
 
 
 def _train_batched(

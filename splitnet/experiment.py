@@ -31,10 +31,10 @@ from .config import Config
 from .data import Splits, load_splits
 from .evaluation import accuracies, piece_and_ensemble_accuracies
 from .model import MLP, build_mlp
-from .pieces import params_of
+from .pieces import fold, params_of
 from .rounds import RoundsResult, train_rounds
 from .seeds import init_seed, piece_order_seed, pretrain_order_seed, remaining_order_seed
-from .sgd import accuracy, train
+from .sgd import accuracy, check_batchnorm_batches, train
 
 
 @dataclass
@@ -68,7 +68,7 @@ def _train(cfg: Config, net: MLP, data: tuple, epochs: int, seed: int) -> MLP:
 
 def pretrain(cfg: Config, data: Splits) -> MLP:
     sizes = [data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes]
-    net = build_mlp(sizes, cfg.model.activation, seed=init_seed(cfg))
+    net = build_mlp(sizes, cfg.model.activation, seed=init_seed(cfg), norm=cfg.model.norm)
     return _train(cfg, net, data.pretrain, cfg.train.pretrain_epochs, pretrain_order_seed(cfg))
 
 
@@ -130,10 +130,13 @@ def prepare(
     cfg = cfg.for_seed(cfg.run_seeds[0] if seed is None else seed)
     torch.set_num_threads(1)  # same arithmetic on any rank count; no oversubscription under MPI
     data = data if data is not None else load_data(experiment)
+    if cfg.model.norm == "batch":
+        for what, part in (("pretrain", data.pretrain), ("remaining", data.remaining)):
+            check_batchnorm_batches(len(part[0]), cfg.train.batch_size, what)
     space = space_of(experiment)  # a sample is drawn from the experiment's seed, not a run seed
     if shared is not None:
         sizes = [data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes]
-        net = MLP(sizes, cfg.model.activation)
+        net = MLP(sizes, cfg.model.activation, cfg.model.norm)
         net.load_state_dict(shared.state)
         return Prepared(
             cfg,
@@ -185,12 +188,13 @@ def run_combinations(
 def scores(prep: Prepared, results: Sequence[RoundsResult]) -> list[dict]:
     """Test (and validation) accuracies of every result's net, pieces and ensemble, evaluated
     as stacked computations (``evaluation``): the numbers of ``sgd.accuracy`` per net."""
-    act = prep.pretrained.activation
+    act, norm = prep.pretrained.activation, prep.pretrained.norm
     X_test, y_test = prep.data.test
-    ens = piece_and_ensemble_accuracies([r.pieces for r in results], act, X_test, y_test)
+    pieces = [[fold(p, norm) for p in r.pieces] for r in results]
+    ens = piece_and_ensemble_accuracies(pieces, act, X_test, y_test)
     out = [{"piece_accuracies": p, "ensemble_accuracy": e} for p, e in ens]
     stitched = prep.config.split.stitch_steps > 0
-    nets = [params_of(r.net) for r in results]
+    nets = [fold(params_of(r.net), norm) for r in results]
     test = accuracies(nets, act, X_test, y_test) if stitched else None
     val = None if prep.data.validation is None else accuracies(nets, act, *prep.data.validation)
     for i, (sc, res) in enumerate(zip(out, results, strict=True)):

@@ -1,11 +1,20 @@
 """The MLP that gets split (the CNN and LightRNN of the other seeds live in ``splitnet.nets``).
 
-MLP with sizes ``[d_in, h_1, ..., h_L, d_out]``::
+MLP with sizes ``[d_in, h_1, ..., h_L, d_out]``, ``norm="none"``::
 
     a_0 = x,   a_l = f(W_l a_{l-1} + b_l)  (l = 1..L),   logits = W_{L+1} a_L + b_{L+1}
 
 It is an ``nn.Sequential`` of ``Linear`` and activation modules, so the tensor-parallel and
 pruning code accept it as any plain torch stack.
+
+``norm="batch"`` is Independent Subnet Training's released architecture: bias-free Linear, a
+``BatchNorm1d`` after every hidden Linear and an affine-free one on the logits::
+
+    a_l = f(BN_l(W_l a_{l-1})),   BN_l(z)_i = g_i (z_i - mu_i) / sqrt(var_i + eps) + beta_i
+    logits = BN_out(W_{L+1} a_L)  (no g, beta)
+
+(mu, var: the batch's in train mode, the running statistics in eval mode.) Every BatchNorm
+quantity belongs to one neuron, so a piece carries those of its neurons (``pieces``).
 """
 
 from __future__ import annotations
@@ -13,28 +22,43 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import NORMS
+
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
 class MLP(nn.Sequential):
-    def __init__(self, sizes: list[int] | tuple[int, ...], activation: str = "relu"):
+    def __init__(
+        self, sizes: list[int] | tuple[int, ...], activation: str = "relu", norm: str = "none"
+    ):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"MLP sizes={sizes} need an input and an output size, all >= 1")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation={activation!r} is not one of {', '.join(_ACTIVATIONS)}")
+        if norm not in NORMS:
+            raise ValueError(f"norm={norm!r} is not one of {', '.join(NORMS)}")
+        bn = norm == "batch"
         mods: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            mods.append(nn.Linear(a, b))
-            if i < len(sizes) - 2:
+            hidden = i < len(sizes) - 2
+            mods.append(nn.Linear(a, b, bias=not bn))
+            if bn:
+                mods.append(nn.BatchNorm1d(b, affine=hidden))
+            if hidden:
                 mods.append(_ACTIVATIONS[activation]())
         super().__init__(*mods)
         self.sizes = tuple(sizes)
         self.activation = activation
+        self.norm = norm
 
     @property
     def linears(self) -> list[nn.Linear]:
         return [m for m in self if isinstance(m, nn.Linear)]
+
+    @property
+    def norms(self) -> list[nn.BatchNorm1d]:
+        return [m for m in self if isinstance(m, nn.BatchNorm1d)]
 
     @property
     def hidden(self) -> tuple[int, ...]:
@@ -45,17 +69,17 @@ class MLP(nn.Sequential):
         outs = []
         for m in self:
             x = m(x)
-            if not isinstance(m, nn.Linear):
+            if not isinstance(m, (nn.Linear, nn.BatchNorm1d)):
                 outs.append(x)
         return outs
 
 
-def build_mlp(sizes, activation: str = "relu", seed: int = 0) -> MLP:
+def build_mlp(sizes, activation: str = "relu", seed: int = 0, norm: str = "none") -> MLP:
     """An MLP whose initial weights depend on ``seed`` only (not on global RNG state)."""
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        return MLP(sizes, activation)
+        return MLP(sizes, activation, norm)
     finally:
         torch.random.set_rng_state(gen_state)
 

@@ -21,6 +21,14 @@ holding entry (i, j) of a Linear and n(i) the number holding its row neuron i:
                       computes (first layer: factor 1; output: S_g / |P|; hidden layers of
                       alternating / all-paths: 1/S for a neuron fed by S pieces)
 
+BatchNorm nets (``model.norm = "batch"``): ``Params`` is the net's state in ``state_dict`` order
+without ``num_batches_tracked`` (``layout``): ``[W_1, g_1, beta_1, mu_1, var_1, ..., W_out,
+mu_out, var_out]``. Every BatchNorm tensor is indexed by its layer's neurons, so a piece keeps
+``g_l[S_l], beta_l[S_l], mu_l[S_l], var_l[S_l]`` and all of ``mu_out, var_out``, and recombining
+takes the mean over the pieces holding a neuron, as for a bias. A summed net's pre-activations
+are not any piece's, so its running statistics are re-estimated on data before it is evaluated
+(``inference_net``: ``split.norm_stats = "reestimate"``; ``"average"`` keeps the mean).
+
 Dropout scaling (``split.piece_scale = "dropout"``): a piece sees |S_{l-1}| of the h_{l-1}
 inputs of every neuron of layer l >= 2, so its incoming weights are multiplied by
 h_{l-1} / |S_{l-1}| while it trains (inverted dropout) and divided back after recombining.
@@ -29,6 +37,8 @@ h_{l-1} / |S_{l-1}| while it trains (inverted dropout) and divided back after re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
@@ -40,7 +50,60 @@ from .split import Split
 
 Path = Sequence[int]  # one group per hidden layer
 
-Params = list[torch.Tensor]  # [W_1, b_1, ..., W_out, b_out]
+Params = list[torch.Tensor]  # [W_1, b_1, ..., W_out, b_out] (BatchNorm nets: ``layout``)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of a net's state: which hidden layer's neurons index its rows and columns."""
+
+    name: str  # its state_dict key
+    linear: int  # m: the Linear it belongs to or follows (0-based; L = the output layer)
+    kind: str  # "weight", "bias" (Linear); "gamma", "beta", "mean", "var" (BatchNorm)
+    rows: int | None  # the hidden layer whose neurons index dim 0 (None: all, the outputs)
+    cols: int | None  # the hidden layer indexing dim 1 (Linear weights; None: all inputs)
+
+    @property
+    def param(self) -> bool:  # trained by SGD (the rest are running statistics)
+        return self.kind in ("weight", "bias", "gamma", "beta")
+
+
+@cache
+def layout(n_linears: int, norm: str = "none") -> tuple[Entry, ...]:
+    """The ``Params`` order of an MLP with ``n_linears`` Linear layers (``model.MLP``)."""
+    out = []
+    L = n_linears - 1  # hidden layers
+    for m in range(n_linears):
+        rows, cols = (m if m < L else None), (m - 1 if m > 0 else None)
+        if norm == "none":  # Sequential: Linear, activation, ...
+            out += [Entry(f"{2 * m}.weight", m, "weight", rows, cols)]
+            out += [Entry(f"{2 * m}.bias", m, "bias", rows, None)]
+        else:  # Linear (no bias), BatchNorm1d (affine-free on the logits), activation, ...
+            out += [Entry(f"{3 * m}.weight", m, "weight", rows, cols)]
+            bn = f"{3 * m + 1}"
+            if m < L:
+                out += [Entry(f"{bn}.weight", m, "gamma", rows, None)]
+                out += [Entry(f"{bn}.bias", m, "beta", rows, None)]
+            out += [Entry(f"{bn}.running_mean", m, "mean", rows, None)]
+            out += [Entry(f"{bn}.running_var", m, "var", rows, None)]
+    return tuple(out)
+
+
+def layout_of(net: MLP) -> tuple[Entry, ...]:
+    return layout(len(net.sizes) - 1, net.norm)
+
+
+def shapes(sizes: Sequence[int], norm: str = "none") -> list[tuple[int, ...]]:
+    """The shape of every ``Params`` tensor of an MLP of ``sizes``."""
+    return [
+        (sizes[e.linear + 1], sizes[e.linear]) if e.kind == "weight" else (sizes[e.linear + 1],)
+        for e in layout(len(sizes) - 1, norm)
+    ]
+
+
+def n_values(sizes: Sequence[int], norm: str = "none") -> int:
+    """How many floats ``pack`` makes of a piece of ``sizes``."""
+    return sum(int(np.prod(s)) for s in shapes(sizes, norm))
 
 
 def piece_neurons(split: Split, path: Path) -> list[np.ndarray]:
@@ -49,46 +112,56 @@ def piece_neurons(split: Split, path: Path) -> list[np.ndarray]:
 
 
 def params_of(piece: MLP | Sequence[torch.Tensor]) -> Params:
-    """A piece as ``Params`` (an MLP's parameters, detached, or the list itself)."""
+    """A piece as ``Params`` (an MLP's state in ``layout`` order, detached, or the list itself)."""
     if isinstance(piece, nn.Module):
-        return [p.detach() for p in piece.parameters()]
+        if getattr(piece, "norm", "none") == "none":
+            return [p.detach() for p in piece.parameters()]
+        return [t.detach() for k, t in piece.state_dict().items() if "num_batches" not in k]
     return list(piece)
 
 
 def cut(net: MLP, neurons: Sequence[np.ndarray]) -> Params:
-    """The parameters of the piece keeping hidden neurons ``neurons`` (copies, not views)."""
-    lins = net.linears
+    """The ``Params`` of the piece keeping hidden neurons ``neurons`` (copies, not views)."""
     out = []
+    index = [torch.as_tensor(s) for s in neurons]
     with torch.no_grad():
-        for m, lin in enumerate(lins):
-            W, b = lin.weight.detach(), lin.bias.detach()
-            if m < len(lins) - 1:
-                rows = torch.as_tensor(neurons[m])
-                W, b = W[rows], b[rows]
-            if m > 0:
-                W = W[:, torch.as_tensor(neurons[m - 1])]
-            out += [W.clone(), b.clone()]
+        for e, t in zip(layout_of(net), params_of(net), strict=True):
+            if e.rows is not None:
+                t = t[index[e.rows]]
+            if e.cols is not None:
+                t = t[:, index[e.cols]]
+            out.append(t.clone())
     return out
 
 
 def sizes_of(params: Params) -> list[int]:
-    return [params[0].shape[1], *(W.shape[0] for W in params[0::2])]
+    return [params[0].shape[1], *(W.shape[0] for W in params if W.dim() == 2)]
 
 
-def as_mlp(params: Params, activation: str) -> MLP:
+def as_mlp(params: Params, activation: str, norm: str = "none") -> MLP:
     """An MLP holding copies of ``params``, built without ``nn.Module.__init__``.
 
     Module construction (about 0.5 ms for a 3-layer MLP) would cost more than training a small
     piece, so every piece is a structural copy of one template per shape.
     """
-    key = (tuple(sizes_of(params)), activation)
+    key = (tuple(sizes_of(params)), activation, norm)
     template = _TEMPLATES.get(key)
     if template is None:
-        template = _TEMPLATES[key] = MLP(key[0], activation)
+        template = _TEMPLATES[key] = MLP(*key)
     net = _clone_module(template)
-    for lin, W, b in zip(net.linears, params[0::2], params[1::2], strict=True):
-        lin._parameters["weight"] = nn.Parameter(W.detach().clone())
-        lin._parameters["bias"] = nn.Parameter(b.detach().clone())
+    if norm == "none":
+        for lin, W, b in zip(net.linears, params[0::2], params[1::2], strict=True):
+            lin._parameters["weight"] = nn.Parameter(W.detach().clone())
+            lin._parameters["bias"] = nn.Parameter(b.detach().clone())
+        return net
+    for e, t in zip(layout(len(key[0]) - 1, norm), params, strict=True):
+        module, name = net._modules[e.name.split(".")[0]], e.name.split(".")[1]
+        if e.param:
+            module._parameters[name] = nn.Parameter(t.detach().clone())
+        else:
+            module._buffers[name] = t.detach().clone()
+    for bn in net.norms:  # its own counter: the template's must never be shared
+        bn._buffers["num_batches_tracked"] = torch.zeros((), dtype=torch.long)
     return net
 
 
@@ -108,16 +181,41 @@ def _clone_module(mod: nn.Module) -> nn.Module:
 
 def extract(net: MLP, split: Split, path: Path) -> MLP:
     """The standalone piece of ``net`` for ``path`` (a smaller MLP; a copy, not a view)."""
-    return as_mlp(cut(net, piece_neurons(split, path)), net.activation)
+    return as_mlp(cut(net, piece_neurons(split, path)), net.activation, net.norm)
+
+
+BN_EPS = 1e-5  # torch.nn.BatchNorm1d's default, used by every MLP
+
+
+def fold(params: Params, norm: str = "none") -> Params:
+    """The plain ``[W, b, ...]`` of the same eval-mode function (BatchNorm folded in)::
+
+        BN(W a) = s * (W a - mu) + beta = (s W) a + (beta - s mu),   s = g / sqrt(var + eps)
+
+    (the logits' BN: g = 1, beta = 0). Computed in float64, so only the final rounding to
+    float32 differs from torch's eval-mode BatchNorm. A plain net's list is returned as is.
+    """
+    if norm == "none":
+        return list(params)
+    out, state = [], {}
+    for e, t in zip(layout(len(sizes_of(params)) - 1, norm), params, strict=True):
+        state[e.kind] = t.double()
+        if e.kind == "var":  # the last tensor of a layer
+            s = state.get("gamma", 1.0) / torch.sqrt(state["var"] + BN_EPS)
+            b = state.get("beta", 0.0) - s * state["mean"]
+            out += [(s[:, None] * state["weight"]).float(), b.float()]
+            state = {}
+    return out
 
 
 _F = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
 @torch.no_grad()
-def forward(params: Params, activation: str, x: torch.Tensor) -> torch.Tensor:
-    """The logits of the piece ``params`` (the same ops as ``MLP.forward``)."""
+def forward(params: Params, activation: str, x: torch.Tensor, norm: str = "none") -> torch.Tensor:
+    """The logits of the piece ``params`` (the same ops as ``MLP.forward`` in eval mode)."""
     f = _F[activation]
+    params = fold(params, norm)
     n = len(params) // 2
     for m in range(n):
         x = nn.functional.linear(x, params[2 * m], params[2 * m + 1])
@@ -128,14 +226,14 @@ def forward(params: Params, activation: str, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def ensemble_logits(
-    pieces: Sequence[Params], activation: str, x: torch.Tensor | np.ndarray
+    pieces: Sequence[Params], activation: str, x: torch.Tensor | np.ndarray, norm: str = "none"
 ) -> torch.Tensor:
     """sum_p piece_p(x): the logit-sum ensemble, (n, d_out) (an upper reference: it needs every
     piece at inference time, so it is not one net of the original size)."""
     x = torch.as_tensor(x)
     out = None
     for piece in pieces:
-        z = forward(params_of(piece), activation, x)
+        z = forward(params_of(piece), activation, x, norm)
         out = z if out is None else out + z
     return out
 
@@ -147,7 +245,7 @@ def held_counts(
     lins = net.linears
     every = [np.arange(s) for s in net.sizes]
     out = [
-        (np.zeros(tuple(l.weight.shape), np.int64), np.zeros(tuple(l.bias.shape), np.int64))
+        (np.zeros(tuple(l.weight.shape), np.int64), np.zeros(l.out_features, np.int64))
         for l in lins
     ]
     for path in paths:
@@ -176,48 +274,54 @@ def recombine(
         raise ValueError(f"split.unheld={unheld!r} is not one of {', '.join(UNHELD)}")
     if output not in OUTPUTS:
         raise ValueError(f"split.output={output!r} is not one of {', '.join(OUTPUTS)}")
-    lins = net.linears
-    orig = [(lin.weight.detach().numpy(), lin.bias.detach().numpy()) for lin in lins]
+    lay = layout_of(net)
+    orig = [t.numpy() for t in params_of(net)]
     # float64 sums: the mean of identical float32 copies is then exactly that value.
     # numpy index sets, not torch indexing: this runs once per combination (thousands of times)
-    sums = [(np.zeros(w.shape), np.zeros(b.shape)) for w, b in orig]
-    counts = [(np.zeros(w.shape, np.int64), np.zeros(b.shape, np.int64)) for w, b in orig]
+    sums = [np.zeros(o.shape) for o in orig]
+    counts = [np.zeros(o.shape, np.int64) for o in orig]
     every = [np.arange(n) for n in net.sizes]
     for path, piece in zip(paths, pieces, strict=True):
         neurons = piece_neurons(split, path)
         params = params_of(piece)
-        for m in range(len(lins)):
-            rows = neurons[m] if m < len(lins) - 1 else every[m + 1]
-            cols = neurons[m - 1] if m > 0 else every[0]
-            ix = np.ix_(rows, cols)
-            sums[m][0][ix] += params[2 * m].detach().numpy()
-            counts[m][0][ix] += 1
-            sums[m][1][rows] += params[2 * m + 1].detach().numpy()
-            counts[m][1][rows] += 1
+        for e, t, sm, cn in zip(lay, params, sums, counts, strict=True):
+            rows = neurons[e.rows] if e.rows is not None else every[e.linear + 1]
+            ix = rows
+            if e.kind == "weight":
+                ix = np.ix_(rows, neurons[e.cols] if e.cols is not None else every[0])
+            sm[ix] += t.detach().numpy()
+            cn[ix] += 1
+    merged = []
+    for o, sm, cn in zip(orig, sums, counts, strict=True):
+        base = o.copy() if unheld == "pretrained" else np.zeros_like(o)
+        held = cn > 0
+        base[held] = (sm[held] / cn[held]).astype(o.dtype)
+        merged.append(torch.from_numpy(base))
     # a structural copy (as_mlp: no Module construction, no deepcopy: both cost more than a
-    # small combination's recombining); every parameter is overwritten below
-    out = as_mlp(params_of(net), net.activation)
-    with torch.no_grad():
-        for olin, (w, b), (sw, sb), (cw, cb) in zip(out.linears, orig, sums, counts, strict=True):
-            for param, o, s, c in ((olin.weight, w, sw, cw), (olin.bias, b, sb, cb)):
-                base = o.copy() if unheld == "pretrained" else np.zeros_like(o)
-                held = c > 0
-                base[held] = (s[held] / c[held]).astype(o.dtype)
-                param.copy_(torch.from_numpy(base))
-            if output == "shared-rescale":
-                held = cw > 0
-                factor = torch.ones_like(olin.weight)
-                ratio = (
-                    torch.as_tensor(cw, dtype=torch.float64)
-                    / torch.as_tensor(cb, dtype=torch.float64).clamp(min=1)[:, None]
-                )
-                held_t = torch.as_tensor(held)
-                factor[held_t] = ratio[held_t].float()
-                olin.weight.mul_(factor)
-        if output == "rescale":
-            k_last = len(np.unique(np.asarray(split[-1])))
+    # small combination's recombining)
+    out = as_mlp(merged, net.activation, net.norm)
+    if output == "shared-rescale":
+        with torch.no_grad():
+            for olin, (cw, cb) in zip(out.linears, held_counts(net, split, paths), strict=True):
+                _shared_rescale(olin.weight, cw, cb)
+    if output == "rescale":
+        k_last = len(np.unique(np.asarray(split[-1])))
+        with torch.no_grad():
             out.linears[-1].weight.mul_(1.0 / k_last)
     return out
+
+
+def _shared_rescale(weight: torch.Tensor, cw: np.ndarray, cb: np.ndarray) -> None:
+    """weight_ij *= c_ij / n(i) where held (c_ij > 0), in place."""
+    held = cw > 0
+    factor = torch.ones_like(weight)
+    ratio = (
+        torch.as_tensor(cw, dtype=torch.float64)
+        / torch.as_tensor(cb, dtype=torch.float64).clamp(min=1)[:, None]
+    )
+    held_t = torch.as_tensor(held)
+    factor[held_t] = ratio[held_t].float()
+    weight.mul_(factor)
 
 
 def dropout_factors(net: MLP, neurons: Sequence[np.ndarray]) -> list[float]:
@@ -227,8 +331,9 @@ def dropout_factors(net: MLP, neurons: Sequence[np.ndarray]) -> list[float]:
 
 def scale_for_dropout(params: Params, factors: Sequence[float]) -> None:
     """Multiply the piece's incoming weights of Linear m >= 1 by ``factors``, in place."""
+    weights = [t for t in params if t.dim() == 2]  # W_1 .. W_out (either layout)
     with torch.no_grad():
-        for W, f in zip(params[2::2], factors, strict=True):
+        for W, f in zip(weights[1:], factors, strict=True):
             W.mul_(f)
 
 
@@ -249,23 +354,49 @@ def n_params(params: Params | nn.Module) -> int:
 
 
 def pack(params: Params | MLP) -> np.ndarray:
-    """A piece's parameters as one float32 vector (Linear by Linear: weight, then bias)."""
+    """A piece's ``Params`` as one float32 vector, in ``layout`` order (plain: Linear by Linear,
+    weight then bias; BatchNorm: its statistics travel with it)."""
     return torch.cat([p.detach().reshape(-1) for p in params_of(params)]).numpy()
 
 
-def unpack(sizes: Sequence[int], flat: np.ndarray) -> Params:
+def unpack(sizes: Sequence[int], flat: np.ndarray, norm: str = "none") -> Params:
     """The ``Params`` of an MLP of ``sizes`` from ``pack``'s vector (views into it)."""
     flat = torch.from_numpy(np.asarray(flat, dtype=np.float32))
-    n = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    n = n_values(sizes, norm)
     if n != flat.numel():
         raise ValueError(
             f"a packed piece of sizes {list(sizes)} has {n} values, got {flat.numel()}"
         )
     out, at = [], 0
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        out += [flat[at : at + a * b].view(b, a), flat[at + a * b : at + a * b + b]]
-        at += a * b + b
+    for shape in shapes(sizes, norm):
+        size = int(np.prod(shape))
+        out.append(flat[at : at + size].view(*shape))
+        at += size
     return out
+
+
+def restat(net: MLP, X: torch.Tensor | np.ndarray) -> MLP:
+    """A copy of the BatchNorm ``net`` whose running statistics are those of ``X`` in one batch
+    (every layer's mu and unbiased var of its pre-activations on ``X``, the layers before it
+    normalised alike); its parameters are unchanged."""
+    out = as_mlp(params_of(net), net.activation, net.norm)
+    momenta = [bn.momentum for bn in out.norms]
+    for bn in out.norms:
+        bn.momentum = 1.0  # running = this batch's statistics
+    out.train()
+    with torch.no_grad():
+        out(torch.as_tensor(X))
+    for bn, m in zip(out.norms, momenta, strict=True):
+        bn.momentum = m
+    return out.eval()
+
+
+def inference_net(net: MLP, X: torch.Tensor | np.ndarray, norm_stats: str) -> MLP:
+    """The net to evaluate: a BatchNorm net restat'ed on ``X`` (``norm_stats="reestimate"``),
+    else ``net`` itself (a plain net; BatchNorm with the pieces' averaged statistics)."""
+    if net.norm == "none" or norm_stats == "average":
+        return net
+    return restat(net, X)
 
 
 def coverage(net: MLP, split: Split, paths: Sequence[Path]) -> list[np.ndarray]:
@@ -279,7 +410,7 @@ def masked_forward(net: MLP, split: Split, path: Path, x: torch.Tensor) -> torch
     layer = 0
     for m in net:
         x = m(x)
-        if not isinstance(m, torch.nn.Linear):
+        if not isinstance(m, (nn.Linear, nn.BatchNorm1d)):  # after every activation
             x = x * masks[layer]
             layer += 1
     return x

@@ -47,7 +47,9 @@ from .model import MLP
 from .pieces import (
     Params,
     ensemble_logits,
+    fold,
     forward,
+    inference_net,
     n_params,
     params_of,
     piece_neurons,
@@ -88,11 +90,12 @@ class RoundsResult:
         return self.dp_bytes_per_step * self.total_steps
 
     def ensemble_accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
-        return accuracy(lambda x: ensemble_logits(self.pieces, self.net.activation, x), X, y)
+        act, norm = self.net.activation, self.net.norm
+        return accuracy(lambda x: ensemble_logits(self.pieces, act, x, norm), X, y)
 
     def piece_accuracies(self, X: np.ndarray, y: np.ndarray) -> list[float]:
-        act = self.net.activation
-        return [accuracy(lambda x, p=p: forward(p, act, x), X, y) for p in self.pieces]
+        act, norm = self.net.activation, self.net.norm
+        return [accuracy(lambda x, p=p: forward(p, act, x, norm), X, y) for p in self.pieces]
 
 
 def round_bytes(pieces: Sequence[Params], momentum: float = 0.0) -> int:
@@ -203,8 +206,12 @@ def train_rounds(
                     output="sum",
                 )
             nets[c] = new
-        # every combination's recombined net on the test set, stacked (evaluation)
-        nets_now = [params_of(nets[c]) for c in combinations]
+        # every combination's recombined net on the test set, stacked (evaluation); a BatchNorm
+        # net with its statistics re-estimated (split.norm_stats), folded to a plain one
+        nets_now = [
+            fold(params_of(inference_net(nets[c], X, s.norm_stats)), net0.norm)
+            for c in combinations
+        ]
         for c, acc in zip(
             combinations, accuracies(nets_now, net0.activation, X_test, y_test), strict=True
         ):
@@ -225,6 +232,7 @@ def train_rounds(
                 seed=stitch_seed(cfg, R - 1),
                 batch_size=t.batch_size,
             )
+        net = inference_net(net, X, s.norm_stats)  # the deliverable: statistics re-estimated
         out.append(
             RoundsResult(
                 combination=c,

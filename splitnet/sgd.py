@@ -31,6 +31,16 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+def check_batchnorm_batches(n: int, batch_size: int, what: str) -> None:
+    """A BatchNorm net cannot take a train-mode step on one sample: refuse a stream of ``n``
+    samples whose last minibatch would hold one (before any training)."""
+    if n % batch_size == 1 or n < 2:
+        raise ValueError(
+            f"train.batch_size={batch_size} leaves a minibatch of 1 of the {n} {what} samples; "
+            "model.norm='batch' needs >= 2 per minibatch: choose another batch size"
+        )
+
+
 def minibatches(
     n: int, batch_size: int, seed: int, *, epochs: int | None = None, steps: int | None = None
 ) -> list[torch.Tensor]:

@@ -4,7 +4,9 @@ For a split and its paths, the entries of every Linear held by no piece (c = 0 i
 ``pieces.held_counts``: the cross-group hidden-to-hidden weights of ``straight``; none under
 alternating / all-paths) and, with ``output=True``, the whole output layer take ``steps`` plain
 SGD steps (``sgd.sgd`` with gradient masks: no momentum, no decay, so every other parameter stays
-bit-for-bit unchanged). Minibatches follow ``sgd.minibatches(n, batch_size, seed)``.
+bit-for-bit unchanged). Minibatches follow ``sgd.minibatches(n, batch_size, seed)``. A
+BatchNorm net's g and beta belong to held neurons and stay as they are (its running statistics
+move with the stitch steps, as in any train-mode step).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 
 from .model import MLP
-from .pieces import Path, held_counts
+from .pieces import Path, held_counts, layout_of
 from .sgd import minibatches, sgd
 from .split import Split
 
@@ -24,12 +26,18 @@ from .split import Split
 def stitch_masks(
     net: MLP, split: Split, paths: Sequence[Path], *, output: bool = True
 ) -> list[torch.Tensor]:
-    """Float 0/1 masks, one per parameter (weight, bias of every Linear): the entries trained."""
+    """Float 0/1 masks, one per parameter (``net.parameters()`` order): the entries trained."""
     masks = []
     counts = held_counts(net, split, paths)
-    for m, (cw, cb) in enumerate(counts):
-        last = output and m == len(counts) - 1
-        for c in (cw, cb):
+    for e in layout_of(net):
+        if not e.param:
+            continue
+        cw, cb = counts[e.linear]
+        last = output and e.linear == len(counts) - 1
+        c = cw if e.kind == "weight" else cb
+        if e.kind in ("gamma", "beta"):
+            masks.append(torch.zeros(c.shape))
+        else:
             masks.append(torch.ones(c.shape) if last else torch.as_tensor(c == 0).float())
     return masks
 
