@@ -59,6 +59,8 @@ from .pieces import (
     Params,
     cut,
     dropout_factors,
+    inference_net,
+    n_values,
     pack,
     piece_neurons,
     recombine,
@@ -68,7 +70,7 @@ from .pieces import (
 )
 from .pieces import as_mlp as piece_mlp
 from .seeds import init_seed, piece_order_seed, remaining_order_seed
-from .sgd import accuracy, minibatches, sgd, steps_per_epoch
+from .sgd import accuracy, check_batchnorm_batches, minibatches, sgd, steps_per_epoch
 from .split import split_for
 
 METHODS = ("single", "split", "dataparallel", "tensor")
@@ -158,6 +160,16 @@ def load(path: str | None, overrides: list[str], ranks: int) -> tuple[Any, Race]
         strategy=race.strategy, groups=ranks if "split" in race.methods else 1
     )
     raw.setdefault("train", {})["shuffle"] = race.shuffle
+    norm = raw.get("model", {}).get("norm", "none")
+    if norm == "batch":
+        cannot = [m for m in race.methods if m in ("dataparallel", "tensor")]
+        if cannot:
+            raise ValueError(
+                f"race method {cannot[0]!r} cannot train model.norm='batch' (its replicas or "
+                "chunks would normalise different batches): drop it from race.methods or use "
+                "model.norm='none'"
+            )
+        raw["train"].setdefault("engine", "loop")  # the race trains with sgd, never an engine
     cfg = from_dict(raw)
     if "split" in race.methods and race.strategy == "exhaustive":
         count = Space(cfg.model.hidden, ranks, "straight").count
@@ -305,13 +317,16 @@ class Problem:
         return len(self.stream)
 
     def net(self) -> nn.Module:
-        return build_mlp(self.sizes, self.cfg.model.activation, seed=init_seed(self.cfg))
+        c = self.cfg.model
+        return build_mlp(self.sizes, c.activation, seed=init_seed(self.cfg), norm=c.norm)
 
 
 def problem(cfg: Any, race: Race) -> Problem:
     data = load_splits(cfg.data, cfg.seed)
     (X, y), (Xt, yt) = data.train, data.test
     B = cfg.train.batch_size
+    if cfg.model.norm == "batch":
+        check_batchnorm_batches(len(X), B, "training")
     stream = minibatches(len(X), B, remaining_order_seed(cfg), epochs=race.epochs)
     sizes = [X.shape[1], *cfg.model.hidden, data.n_classes]
     tensors = (torch.from_numpy(a) for a in (X, y, Xt, yt))
@@ -387,9 +402,10 @@ class SplitRun:
         mine = np.empty(L, np.int64)
         self.meter.Scatter(headers, mine, root=0)
         sizes = [self.pb.sizes[0], *mine.tolist(), self.pb.sizes[-1]]
-        buf = np.empty(_n_params(sizes), np.float32)
+        norm = cfg.model.norm
+        buf = np.empty(n_values(sizes, norm), np.float32)
         self.meter.Scatterv(spec, buf, root=0)
-        self.piece = piece_mlp(unpack(sizes, buf), cfg.model.activation)
+        self.piece = piece_mlp(unpack(sizes, buf, norm), cfg.model.activation, norm)
 
     def _gather(self, comm: Comm) -> list[Params] | None:
         """Every piece on rank 0 (Gatherv), unpacked in path order."""
@@ -405,7 +421,7 @@ class SplitRun:
         out = []
         for path, at, c in zip(self.paths, _displs(self.counts), self.counts, strict=True):
             sizes = [d_in, *(len(s) for s in piece_neurons(self.split, path)), d_out]
-            out.append(unpack(sizes, recv[at : at + c]))
+            out.append(unpack(sizes, recv[at : at + c], self.pb.cfg.model.norm))
         return out
 
     def _recombined(self, pieces: list[Params]) -> nn.Module:
@@ -422,10 +438,16 @@ class SplitRun:
         self.piece = None
 
     def full_net(self) -> nn.Module | None:
+        """net_r, or the recombination of the pieces mid-round (both off the meter); a BatchNorm
+        net with its statistics re-estimated on the training data (``split.norm_stats``)."""
         if self.piece is None:
-            return self.ref
-        pieces = self._gather(self.comm)  # mid-round evaluation: off the meter
-        return self._recombined(pieces) if self.rank == 0 else None
+            net = self.ref
+        else:
+            pieces = self._gather(self.comm)
+            net = self._recombined(pieces) if self.rank == 0 else None
+        if net is None:
+            return None
+        return inference_net(net, self.pb.X, self.pb.cfg.split.norm_stats)
 
 
 def _displs(counts: np.ndarray) -> np.ndarray:
@@ -433,7 +455,7 @@ def _displs(counts: np.ndarray) -> np.ndarray:
 
 
 def _n_params(sizes: list[int]) -> int:
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    return n_values(sizes)
 
 
 class DataParallel:

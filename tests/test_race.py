@@ -117,8 +117,11 @@ def test_rows_bytes_in_closed_form_and_independent_of_timing(tmp_path):
 
 
 @pytest.mark.mpi
-def test_one_rank_split_rows_equal_single_rows(tmp_path):
-    _, out = run_race(tmp_path, 1, "one", ["--set", 'race.methods=["single", "split"]'])
+@pytest.mark.parametrize(
+    "norm", [[], ["--set", "model.norm=batch", "--set", "split.norm_stats=average"]]
+)
+def test_one_rank_split_rows_equal_single_rows(tmp_path, norm):
+    _, out = run_race(tmp_path, 1, "one", ["--set", 'race.methods=["single", "split"]', *norm])
     rows = read(out)
     by = {}
     for r in rows:
@@ -136,6 +139,8 @@ def test_one_rank_split_rows_equal_single_rows(tmp_path):
         (["--set", "race.E=0"], "race.E=0 must be >= 1"),
         (["--out", "FILE/r.jsonl"], "is not a directory"),
         (["--set", "race.colour=1"], "unknown key race.colour"),
+        (["--set", "model.norm=batch"], "race method 'dataparallel' cannot train model.norm"),
+        (["--set", "model.norm=group"], "model.norm='group' is not one of"),
     ],
 )
 def test_bad_input_exits_2_on_every_rank_with_the_value(tmp_path, extra, needle):
@@ -172,3 +177,24 @@ def test_study_table_marks_targets_not_reached():
     text = study.table(rows, target=0.97)
     assert "| single | 2 | 0.9500 | 4.00 / 4.00 | 1.00x |" in text
     assert "not reached" in text
+
+
+@pytest.mark.mpi
+def test_batchnorm_pieces_travel_with_their_statistics(tmp_path):
+    """N = 2, model.norm = "batch": split sends every piece's weights, g, beta and running
+    statistics (``pieces.layout``), and nothing else."""
+    extra = ["--set", 'race.methods=["single", "split"]', "--set", "model.norm=batch"]
+    _, out = run_race(tmp_path, 2, "bn", extra)
+    rows = read(out)
+    d_in, hidden, d_out, N = 64, [15, 16], 10, 2
+    widths = [[sizes(h, N)[p] for h in hidden] for p in range(N)]
+    # per piece: W_1, g, beta, mu, var of each hidden layer, W_out, mu and var of the logits
+    vals = [
+        d_in * w[0] + 4 * w[0] + w[0] * w[1] + 4 * w[1] + w[1] * d_out + 2 * d_out for w in widths
+    ]
+    T = 2 * -(-1347 // 20)
+    for r in rows:
+        if r["label"] == "split one-shot" and r["step"] == T:
+            assert r["bytes"] == [(N - 1) * 8 * len(hidden) + 4 * vals[1], 4 * vals[1]]
+        if r["step"] == T:
+            assert r["test_accuracy"] > 0.5, r["label"]
