@@ -123,3 +123,46 @@ def test_the_separable_study_resumes_and_refuses_another_config(tmp_path):
     other = run_study("separable", [str(cfg)], tmp_path)
     assert other.returncode == 2 and "rows of another config" in other.stderr, other.stderr
     assert rows.read_text().splitlines() == relines
+
+
+RESPLIT_BOTH = """\
+seeds = [0]
+groups = [2]
+norms = ["none", "batch"]
+[config.data]
+name = "digits"
+[config.model]
+hidden = [6, 6]
+[config.train]
+pretrain_epochs = 2
+piece_epochs = 1
+[rounds]
+resplit_every = [10]
+strategies = ["random"]
+recombination_variants = ["straight"]
+stitch_steps = 5
+"""
+
+
+def test_the_resplit_study_runs_both_architectures_and_resumes(tmp_path):
+    cfg = tmp_path / "r.toml"
+    cfg.write_text(RESPLIT_BOTH)
+    proc = run_study("resplit", [str(cfg), "--skip-independence"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "results" / "resplit"
+    rows = [json.loads(x) for x in (out / "resplit.jsonl").read_text().splitlines()]
+    assert {r["norm"] for r in rows} == {"none", "batch"}
+    for norm in ("none", "batch"):  # ref: 3 rows, rounds: 2 (+ stitch), recombination: 4
+        assert len([r for r in rows if r["norm"] == norm]) == 3 + 2 + 4
+    batch = [r for r in rows if r["norm"] == "batch"]
+    assert all(r["config"]["model"]["norm"] == "batch" for r in batch)
+    assert all(r["config"]["train"]["engine"] == "loop" for r in batch)
+    text = (out / "resplit_table.md").read_text()
+    assert "# BatchNorm-free MLP" in text and "# IST's BatchNorm MLP" in text
+    again = run_study("resplit", [str(cfg), "--skip-independence"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "norm=" not in again.stdout  # every cell was recorded: nothing retrained
+    assert len((out / "resplit.jsonl").read_text().splitlines()) == len(rows)
+    cfg.write_text(RESPLIT_BOTH.replace('"batch"]', '"layer"]'))
+    bad = run_study("resplit", [str(cfg)], tmp_path, timeout=120)
+    assert bad.returncode == 2 and "'layer' is not one of none, batch" in bad.stderr, bad.stderr

@@ -16,6 +16,11 @@ after a ``stitch_steps`` stitch. References per (k, seed):
     dp-equal-data  data-parallel where each worker takes a minibatch of the usual size: global
                    batch N*32, the same epochs (T/N steps), same lr, 8(N-1) n_params per step
 
+Every cell runs once per architecture in ``norms``: ``"none"`` (the BatchNorm-free MLP) and
+``"batch"`` (IST's released architecture, ``model.norm = "batch"``: bias-free Linear + BatchNorm1d,
+an affine-free BatchNorm on the logits; its pieces train with the loop engine and a recombined
+net's running statistics are re-estimated on the remaining data before it is evaluated).
+
 A one-shot table compares recombinations of the same trained pieces (plain sum, shared rescale,
 logit-sum ensemble, stitch) for straight and alternating paths.
 
@@ -48,7 +53,7 @@ from splitnet import config as config_mod  # noqa: E402
 from splitnet import enumerate as driver  # noqa: E402
 from splitnet import experiment, study  # noqa: E402
 from splitnet.combinations import Space  # noqa: E402
-from splitnet.pieces import n_params, recombine  # noqa: E402
+from splitnet.pieces import inference_net, n_params, recombine  # noqa: E402
 from splitnet.plot import mean_ci  # noqa: E402
 from splitnet.results import append_rows, encode_row, open_for_append, read_rows  # noqa: E402
 from splitnet.rounds import RoundsResult, dp_step_bytes, train_rounds  # noqa: E402
@@ -63,7 +68,18 @@ LABELS = {
     "fixed": "poster split, fixed",
     "fixed-dropout": "poster split, dropout-scaled",
 }
-DEFAULTS = {"seeds": [0], "groups": [2], "config": {}, "rounds": {}, "independence": {}}
+DEFAULTS = {
+    "seeds": [0],
+    "groups": [2],
+    "norms": ["none"],
+    "config": {},
+    "rounds": {},
+    "independence": {},
+}
+NORM_TITLES = {
+    "none": "BatchNorm-free MLP (Linear + bias)",
+    "batch": "IST's BatchNorm MLP (bias-free Linear + BatchNorm1d, affine-free BN on the logits)",
+}
 ROUNDS = {
     "resplit_every": [1, 10, 100],
     "strategies": ["random", "fixed"],
@@ -88,18 +104,25 @@ def check(raw: dict, _args: object = None) -> dict:
         raise ValueError(f"rounds.strategies {bad} are not among {list(STRATEGIES)}")
     if not raw["seeds"]:
         raise ValueError("seeds=[] must name at least one seed")
+    bad = [n for n in raw["norms"] if n not in NORM_TITLES] or ([] if raw["norms"] else [[]])
+    if bad:
+        raise ValueError(f"norms={raw['norms']!r}: {bad[0]!r} is not one of none, batch")
     unknown = sorted(set(raw["independence"]) - {"config"})
     if unknown:
         raise ValueError(f"unknown keys {unknown} in [independence]; known: ['config']")
     for k in raw["groups"]:
-        cell_config(raw, raw["seeds"][0], k)  # every k fits every layer
+        for norm in raw["norms"]:
+            cell_config(raw, raw["seeds"][0], k, norm)  # every k fits every layer
     return raw
 
 
-def cell_config(s: dict, seed: int, groups: int) -> config_mod.Config:
+def cell_config(s: dict, seed: int, groups: int, norm: str = "none") -> config_mod.Config:
     raw = copy.deepcopy(s["config"])
     raw["seed"] = seed
     raw.setdefault("split", {})["groups"] = groups
+    if norm != "none":  # the batched kernel has no BatchNorm: its pieces train one by one
+        raw.setdefault("model", {})["norm"] = norm
+        raw.setdefault("train", {})["engine"] = "loop"
     return config_mod.from_dict(raw)
 
 
@@ -120,18 +143,20 @@ def poster_combination(prep: experiment.Prepared, variant: str = "straight") -> 
 
 
 def cells(s: dict) -> list[tuple]:
-    """(seed, groups, cell config, kind, strategy, period, key) of every cell of this study."""
+    """(seed, groups, cell config, kind, strategy, period, key) of every cell of this study
+    (the config hash in the key tells the architectures apart)."""
     r = s["rounds"]
     kinds = [("ref", None, None)]
     kinds += [("rounds", st, int(e)) for st in r["strategies"] for e in r["resplit_every"]]
     kinds += [("recombination", v, None) for v in r["recombination_variants"]]
     out = []
-    for seed in s["seeds"]:
-        for k in s["groups"]:
-            cfg = cell_config(s, seed, k)
-            for kind, strategy, period in kinds:
-                key = f"{cfg.hash()}|{kind}|{strategy}|{period}|{r['stitch_steps']}"
-                out.append((seed, k, cfg, kind, strategy, period, key))
+    for norm in s["norms"]:
+        for seed in s["seeds"]:
+            for k in s["groups"]:
+                cfg = cell_config(s, seed, k, norm)
+                for kind, strategy, period in kinds:
+                    key = f"{cfg.hash()}|{kind}|{strategy}|{period}|{r['stitch_steps']}"
+                    out.append((seed, k, cfg, kind, strategy, period, key))
     return out
 
 
@@ -159,6 +184,7 @@ def run_rounds(s: dict, path: Path) -> list[dict]:
                     key=key,
                     seed=seed,
                     groups=k,
+                    norm=cfg.model.norm,
                     config_hash=cfg.hash(),
                     config=cfg.to_dict(),
                     seconds=time.perf_counter() - t0,
@@ -166,7 +192,8 @@ def run_rounds(s: dict, path: Path) -> list[dict]:
             append_rows(f, new)
             rows += new
             print(
-                f"seed={seed} groups={k} {kind} {strategy or ''} {period or ''}: "
+                f"norm={cfg.model.norm} seed={seed} groups={k} {kind} {strategy or ''} "
+                f"{period or ''}: "
                 + ", ".join(f"{x['kind']}={x['accuracy']:.4f}" for x in new)
                 + f" ({time.perf_counter() - t0:.1f}s)",
                 flush=True,
@@ -260,10 +287,12 @@ def recombination_rows(prep: experiment.Prepared, r: dict, variant: str, _period
     cfg, combination = poster_combination(prep, variant)
     res: RoundsResult = train_rounds(prep.pretrained, prep.data, cfg, [combination])[0]
     test, s = prep.data.test, cfg.split
+    X = prep.data.remaining[0]
     plain = recombine(prep.pretrained, res.split, res.paths, res.pieces, unheld=s.unheld)
     shared = recombine(
         prep.pretrained, res.split, res.paths, res.pieces, unheld=s.unheld, output="shared-rescale"
     )
+    shared = inference_net(shared, X, s.norm_stats)
     stitched = stitch(
         plain,
         res.split,
@@ -275,10 +304,10 @@ def recombination_rows(prep: experiment.Prepared, r: dict, variant: str, _period
         batch_size=cfg.train.batch_size,
     )
     accs = {
-        "sum": accuracy(plain, *test),
+        "sum": accuracy(inference_net(plain, X, s.norm_stats), *test),
         "shared-rescale": accuracy(shared, *test),
         "ensemble": res.ensemble_accuracy(*test),
-        "stitch": accuracy(stitched, *test),
+        "stitch": accuracy(inference_net(stitched, X, s.norm_stats), *test),
     }
     return [
         {
@@ -376,8 +405,27 @@ def series(rows, k, strategy, stitch):
     return out
 
 
+def norms_of(rows) -> list[str]:
+    """The architectures in ``rows``, BatchNorm-free first (rows before them have no key)."""
+    present = {r.get("norm", "none") for r in rows}
+    return [n for n in NORM_TITLES if n in present]
+
+
+def of_norm(rows, norm: str) -> list[dict]:
+    return [r for r in rows if r.get("norm", "none") == norm]
+
+
 def table(rows, ind: dict | None) -> str:
     L = ["# Re-split period study (digits)", ""]
+    for norm in norms_of(rows):
+        L += [f"# {NORM_TITLES[norm]}", ""] + period_tables(of_norm(rows, norm))
+    L += independence_lines(ind)
+    return "\n".join(L)
+
+
+def period_tables(rows) -> list[str]:
+    """The per-k tables of one architecture's rows."""
+    L = []
     for k in sorted({r["groups"] for r in rows}):
         c = rows[0]["config"]
         L += [
@@ -429,6 +477,11 @@ def table(rows, ind: dict | None) -> str:
                     f"| {v} | {_group(rec, variant=v)[0]['pieces']} | " + " | ".join(cells) + " |"
                 )
         L.append("")
+    return L
+
+
+def independence_lines(ind: dict | None) -> list[str]:
+    L = []
     if ind:
         L += [
             "## Independence: does the split's structure predict the accuracy lost?",
@@ -452,13 +505,26 @@ def table(rows, ind: dict | None) -> str:
                 f"{ind['weights_split_percentile']:.0f}% of all combinations lose less.",
             ]
         L.append("")
-    return "\n".join(L)
+    return L
+
+
+def panels(rows):
+    """(figure, [(axes, rows of one architecture, k)]): a row of panels per architecture."""
+    ks, norms = sorted({r["groups"] for r in rows}), norms_of(rows)
+    fig, axes = plt.subplots(
+        len(norms), len(ks), figsize=(6 * len(ks), 4.2 * len(norms)), squeeze=False
+    )
+    cells = [
+        (axes[i][j], of_norm(rows, norm), k, norm)
+        for i, norm in enumerate(norms)
+        for j, k in enumerate(ks)
+    ]
+    return fig, cells
 
 
 def plot_accuracy(rows, path) -> None:
-    ks = sorted({r["groups"] for r in rows})
-    fig, axes = plt.subplots(1, len(ks), figsize=(6 * len(ks), 4.2), squeeze=False)
-    for ax, k in zip(axes[0], ks, strict=True):
+    fig, cells = panels(rows)
+    for ax, rows, k, norm in cells:  # rows: one architecture's
         base = mean_ci([r["accuracy"] for r in _group(rows, kind="baseline", groups=k)])
         ax.axhline(base[0] * 100, color="C3", lw=1.5, label=f"baseline {base[0] * 100:.1f}%")
         ax.axhspan((base[0] - base[1]) * 100, (base[0] + base[1]) * 100, color="C3", alpha=0.1)
@@ -492,16 +558,16 @@ def plot_accuracy(rows, path) -> None:
             xscale="log",
             xlabel="re-split period (SGD steps per round; right end = one-shot)",
             ylabel="test accuracy (%)",
-            title=f"k = {k}: mean ± 95% CI over {n} seeds",
+            title=f"{'BatchNorm MLP' if norm == 'batch' else 'MLP'}, k = {k}: "
+            f"mean ± 95% CI over {n} seeds",
         )
         ax.legend(fontsize=7, loc="lower left")
     study.save_figure(fig, path)
 
 
 def plot_bytes(rows, path) -> None:
-    ks = sorted({r["groups"] for r in rows})
-    fig, axes = plt.subplots(1, len(ks), figsize=(6 * len(ks), 4.2), squeeze=False)
-    for ax, k in zip(axes[0], ks, strict=True):
+    fig, cells = panels(rows)
+    for ax, rows, k, norm in cells:  # rows: one architecture's
         for strategy, color, label in (
             ("random", "C0", "IST (random re-split)"),
             ("random-dropout", "C1", "IST, dropout-scaled pieces"),
@@ -542,7 +608,8 @@ def plot_bytes(rows, path) -> None:
             xscale="log",
             xlabel="bytes moved in training (all workers, float32)",
             ylabel="test accuracy (%)",
-            title=f"k = {k} workers: accuracy vs communication",
+            title=f"{'BatchNorm MLP' if norm == 'batch' else 'MLP'}, k = {k} workers: "
+            "accuracy vs communication",
         )
         ax.legend(fontsize=7, loc="lower right")
     study.save_figure(fig, path)
