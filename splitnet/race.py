@@ -464,9 +464,8 @@ class DataParallel:
     def __init__(self, pb: Problem, v: dict, comm: Comm, meter: Metered):
         self.pb, self.meter, self.net = pb, meter, pb.net()
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        for p in self.net.parameters():
-            p.grad = torch.zeros_like(p)  # an empty shard still has a (zero) gradient
         n = _n_params(pb.sizes)
+        self.buffers = (np.empty(n, np.float32), np.empty(n, np.float32))  # g_r, G: reused
         topk = v["exchange"] == "topk"
         self.comp = cz.make_compressor(
             "topk" if topk else "none", n, residual=True, topk_fraction=pb.race.topk_ratio
@@ -478,7 +477,10 @@ class DataParallel:
         for b in self.pb.stream[lo:hi]:
             a, c = bounds(len(b), self.size)[self.rank : self.rank + 2]
             idx = b[a:c]
-            st = dp.step(self.net, X[idx], y[idx], len(b), self.meter, self.comp, self.algorithm)
+            st = dp.step(
+                self.net, X[idx], y[idx], len(b), self.meter, self.comp, self.algorithm,
+                buffers=self.buffers,
+            )  # fmt: skip
             dp.apply_update(self.net, st.total, lr)
 
     def full_net(self) -> nn.Module | None:

@@ -154,8 +154,6 @@ def bench(cfg: dict, ns: list[int]) -> dict:
     out = {"single": _time(lambda: sgd(net, X, y, idx, lr=lr), reps, 1) / steps}
     out["d_in"], out["d_out"] = sizes[0], sizes[-1]
     n = race._n_params(sizes)
-    for p in net.parameters():
-        p.grad = torch.zeros_like(p)
     comp = cz.make_compressor("topk", n, True, topk_fraction=r.topk_ratio)
     g = dp.flat_grad(net)
     out["compress"] = _time(lambda: comp.compress(g), reps, max(3, steps // 4))
