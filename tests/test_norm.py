@@ -15,9 +15,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import run_mpi
 from torch import nn
 
-from splitnet import config, experiment
+from splitnet import config, enumerate, experiment, results
 from splitnet.combinations import paths
 from splitnet.engines import PieceJob, train_pieces
 from splitnet.model import MLP, build_mlp
@@ -275,3 +276,19 @@ def test_a_minibatch_of_one_is_refused_before_training():
     cfg = config.load(None, [*TINY, "train.batch_size=471"])
     with pytest.raises(ValueError, match="train.batch_size=471 leaves a minibatch of 1"):
         experiment.prepare(cfg)
+
+
+@pytest.mark.mpi
+def test_the_driver_writes_the_same_batchnorm_rows_on_one_and_two_ranks(tmp_path):
+    """Rank 0 pretrains and broadcasts the state (BatchNorm statistics included)."""
+    args = [x for s in [*TINY, "split.resplit_every=10"] for x in ("--set", s)] + ["--quiet"]
+    args += ["--stop", "6"]
+    enumerate.main([*args, "--out", str(tmp_path / "one.jsonl")])
+    run_mpi(2, ["-m", "splitnet.enumerate", *args, "--out", str(tmp_path / "two.jsonl")])
+
+    def strip(path):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in results.read_rows(path)]
+
+    one = strip(tmp_path / "one.jsonl")
+    assert one == strip(tmp_path / "two.jsonl") and len(one) == 6
+    assert one[0]["config"]["model"]["norm"] == "batch"
