@@ -29,7 +29,7 @@ import torch
 from .batched import MIN_COLUMNS, stack_params, train_stack
 from .config import ENGINES
 from .model import MLP
-from .pieces import Params, as_mlp, cut, dropout_factors, params_of, scale_for_dropout
+from .pieces import Params, as_mlp, cut, dropout_factors, layout_of, params_of, scale_for_dropout
 from .sgd import sgd
 
 MAX_STACK = 1024  # pieces trained together; larger job lists are split into several stacks
@@ -85,12 +85,24 @@ def _train_one(job: PieceJob, X, y, streams, steps, lr, momentum) -> TrainedPiec
     if job.dropout_scale:
         scale_for_dropout(params, dropout_factors(job.source, job.neurons))
     model = as_mlp(params, job.source.activation, job.source.norm)
-    buffers = cut(job.buffers, job.neurons) if job.buffers is not None else None
+    # momentum buffers travel as a net of the source's layout; sgd takes the parameters' only
+    lay = layout_of(job.source)
+    buffers = None
+    if job.buffers is not None:
+        buffers = [b for e, b in zip(lay, cut(job.buffers, job.neurons), strict=True) if e.param]
     lo, hi = steps
     run = sgd(
         model, X, y, streams[job.order_seed][lo:hi], lr=lr, momentum=momentum, buffers=buffers
     )
-    return TrainedPiece(params_of(model), run.buffers, time.perf_counter() - t0)
+    trained = params_of(model)
+    out = run.buffers
+    if out is not None and len(out) != len(trained):  # BatchNorm: zeros where statistics sit
+        given = iter(out)
+        out = [
+            next(given) if e.param else torch.zeros_like(t)
+            for e, t in zip(lay, trained, strict=True)
+        ]
+    return TrainedPiece(trained, out, time.perf_counter() - t0)
 
 
 def _train_batched(

@@ -18,7 +18,8 @@ import torch
 from conftest import run_mpi
 from torch import nn
 
-from splitnet import config, enumerate, experiment, results
+from splitnet import config, experiment, results
+from splitnet import enumerate as driver
 from splitnet.combinations import paths
 from splitnet.engines import PieceJob, train_pieces
 from splitnet.model import MLP, build_mlp
@@ -248,8 +249,10 @@ def test_bad_norm_settings_are_named():
     assert config.Config().hash() == "7050a60695148db9"  # old files still resume
 
 
-def test_one_piece_rounds_reproduce_the_baseline_exactly():
-    cfg = config.load(None, [*TINY, "split.groups=1", "split.norm_stats=average"])
+@pytest.mark.parametrize("extra", [[], ["train.momentum=0.9", "split.resplit_every=7"]])
+def test_one_piece_rounds_reproduce_the_baseline_exactly(extra):
+    """k = 1: one-shot, and rounds whose momentum buffers travel through recombination."""
+    cfg = config.load(None, [*TINY, "split.groups=1", "split.norm_stats=average", *extra])
     prep = experiment.prepare(cfg)
     (res,) = train_rounds(prep.pretrained, prep.data, cfg, [0])
     base = experiment.baseline(cfg, prep.data, prep.pretrained)
@@ -283,7 +286,7 @@ def test_the_driver_writes_the_same_batchnorm_rows_on_one_and_two_ranks(tmp_path
     """Rank 0 pretrains and broadcasts the state (BatchNorm statistics included)."""
     args = [x for s in [*TINY, "split.resplit_every=10"] for x in ("--set", s)] + ["--quiet"]
     args += ["--stop", "6"]
-    enumerate.main([*args, "--out", str(tmp_path / "one.jsonl")])
+    driver.main([*args, "--out", str(tmp_path / "one.jsonl")])
     run_mpi(2, ["-m", "splitnet.enumerate", *args, "--out", str(tmp_path / "two.jsonl")])
 
     def strip(path):
