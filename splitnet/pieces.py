@@ -147,7 +147,9 @@ def as_mlp(params: Params, activation: str, norm: str = "none") -> MLP:
     key = (tuple(sizes_of(params)), activation, norm)
     template = _TEMPLATES.get(key)
     if template is None:
-        template = _TEMPLATES[key] = MLP(*key)
+        # eval mode, as sgd leaves a net: a BatchNorm copy must not normalise (and update its
+        # statistics with) the batch of whatever inspects it, e.g. the activations split
+        template = _TEMPLATES[key] = MLP(*key).eval()
     net = _clone_module(template)
     if norm == "none":
         for lin, W, b in zip(net.linears, params[0::2], params[1::2], strict=True):

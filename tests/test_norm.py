@@ -295,3 +295,12 @@ def test_the_driver_writes_the_same_batchnorm_rows_on_one_and_two_ranks(tmp_path
     one = strip(tmp_path / "one.jsonl")
     assert one == strip(tmp_path / "two.jsonl") and len(one) == 6
     assert one[0]["config"]["model"]["norm"] == "batch"
+
+
+def test_copies_are_in_eval_mode_and_inspecting_them_changes_nothing():
+    net, X, _ = trained_bn()
+    piece = extract(net, random_split(tuple(SIZES[1:-1]), 2, seed=8), (0, 0))
+    assert not piece.training
+    before = [t.clone() for t in params_of(piece)]
+    piece.hidden_activations(X)  # what the activations split does to a recombined net
+    assert all(torch.equal(a, b) for a, b in zip(before, params_of(piece), strict=True))
