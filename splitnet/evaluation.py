@@ -25,23 +25,29 @@ _F = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
 @torch.no_grad()
-def stacked_logits(nets: Sequence[Params], activation: str, X: torch.Tensor) -> list[torch.Tensor]:
-    """The logits (n, C) of every net in ``nets``, computed a stack of equal shapes at a time."""
+def stack_logits(stack: Params, activation: str, X: torch.Tensor) -> torch.Tensor:
+    """The logits (P, n, C) of a stack [W_1, b_1, ...], W_m: (P, out, in), b_m: (P, out)."""
     f = _F[activation]
     X = torch.as_tensor(X)
+    n_layers = len(stack) // 2
+    z = X.expand(len(stack[0]), *X.shape)  # (P, n, d), no copy
+    for m in range(n_layers):
+        z = torch.baddbmm(stack[2 * m + 1].unsqueeze(1), z, stack[2 * m].transpose(1, 2))
+        if m < n_layers - 1:
+            z = f(z)
+    return z
+
+
+@torch.no_grad()
+def stacked_logits(nets: Sequence[Params], activation: str, X: torch.Tensor) -> list[torch.Tensor]:
+    """The logits (n, C) of every net in ``nets``, computed a stack of equal shapes at a time."""
     by_shape: dict[tuple, list[int]] = defaultdict(list)
     for i, p in enumerate(nets):
         by_shape[tuple(t.shape for t in p)].append(i)
     out: list = [None] * len(nets)
     for members in by_shape.values():
-        n_layers = len(nets[members[0]]) // 2
-        z = X.expand(len(members), *X.shape)  # (P, n, d), no copy
-        for m in range(n_layers):
-            W = torch.stack([nets[i][2 * m] for i in members])
-            b = torch.stack([nets[i][2 * m + 1] for i in members])
-            z = torch.baddbmm(b.unsqueeze(1), z, W.transpose(1, 2))
-            if m < n_layers - 1:
-                z = f(z)
+        stack = [torch.stack([nets[i][t] for i in members]) for t in range(len(nets[members[0]]))]
+        z = stack_logits(stack, activation, X)
         for j, i in enumerate(members):
             out[i] = z[j]
     return out
@@ -50,6 +56,13 @@ def stacked_logits(nets: Sequence[Params], activation: str, X: torch.Tensor) -> 
 def accuracy_of(logits: torch.Tensor, y: np.ndarray) -> float:
     """Fraction of rows whose argmax logit is the label (``sgd.accuracy``'s formula)."""
     return float((logits.argmax(1).numpy() == np.asarray(y)).mean())
+
+
+def stack_accuracies(stack: Params, activation: str, X, y) -> list[float]:
+    """``accuracy_of`` of every net of a stack in one pass: hits_p / n (an exact count over an
+    exact count: the float of numpy's mean of the hit mask)."""
+    hits = stack_logits(stack, activation, X).argmax(2) == torch.as_tensor(np.asarray(y))
+    return [h / len(y) for h in hits.sum(1).tolist()]
 
 
 def accuracies(nets: Sequence[Params], activation: str, X, y) -> list[float]:

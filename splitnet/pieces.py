@@ -283,3 +283,70 @@ def masked_forward(net: MLP, split: Split, path: Path, x: torch.Tensor) -> torch
             x = x * masks[layer]
             layer += 1
     return x
+
+
+def recombine_stacked(
+    net: MLP,
+    splits: Sequence[Split],
+    paths: Sequence[Path],
+    pieces: Sequence[Sequence[Params]],
+    *,
+    unheld: str = "pretrained",
+    output: str = "sum",
+) -> Params:
+    """``recombine`` of C combinations of one plain MLP at once, as stacks: [W_1, b_1, ...] with
+    W_m: (C, out, in) and b_m: (C, out); entry c equals ``recombine(net, splits[c], paths,
+    pieces[c])`` bit for bit (tests/test_recombine_stacked.py).
+
+    The same arithmetic, a stack at a time: float64 sums s and counts n, path by path in path
+    order (a path's entries are distinct, so each is one IEEE add, as numpy's ``+=``), then
+    held = s / n cast to float32, unheld = the pretrained value or 0, and the output rule.
+    Combinations whose pieces differ in shape (groups of unequal sizes) are scattered a shape
+    class at a time.
+    """
+    if unheld not in UNHELD:
+        raise ValueError(f"split.unheld={unheld!r} is not one of {', '.join(UNHELD)}")
+    if output not in OUTPUTS:
+        raise ValueError(f"split.output={output!r} is not one of {', '.join(OUTPUTS)}")
+    lins = net.linears
+    n_lin, C = len(lins), len(splits)
+    orig = [t.detach() for lin in lins for t in (lin.weight, lin.bias)]
+    sums = [torch.zeros((C, *t.shape), dtype=torch.float64) for t in orig]
+    counts = [torch.zeros((C, *t.shape), dtype=torch.float64) for t in orig]
+    neurons = [[piece_neurons(s, p) for p in paths] for s in splits]
+    classes: dict[tuple, list[int]] = {}
+    for c, ns in enumerate(neurons):
+        classes.setdefault(tuple(len(n) for pn in ns for n in pn), []).append(c)
+    every = [torch.arange(n) for n in net.sizes]
+    for members in classes.values():
+        cs = torch.as_tensor(members)
+        for q in range(len(paths)):
+            hidden = [
+                torch.as_tensor(np.stack([neurons[c][q][l] for c in members]))
+                for l in range(n_lin - 1)
+            ]  # (members, |S_l|)
+            for m in range(n_lin):
+                rows = hidden[m] if m < n_lin - 1 else every[m + 1].expand(len(members), -1)
+                cols = hidden[m - 1] if m > 0 else every[0].expand(len(members), -1)
+                at_w = (cs[:, None, None], rows[:, :, None], cols[:, None, :])
+                at_b = (cs[:, None], rows)
+                for i, at in ((2 * m, at_w), (2 * m + 1, at_b)):
+                    vals = torch.stack([pieces[c][q][i].detach() for c in members])
+                    sums[i][at] += vals.double()
+                    counts[i][at] += 1
+    out = []
+    for o, s, n in zip(orig, sums, counts, strict=True):
+        base = o.expand_as(s) if unheld == "pretrained" else torch.zeros_like(o).expand_as(s)
+        out.append(torch.where(n > 0, (s / n.clamp(min=1)).to(o.dtype), base))
+    if output == "shared-rescale":
+        for m in range(n_lin):
+            cw, cb = counts[2 * m], counts[2 * m + 1]
+            ratio = (cw / cb.clamp(min=1)[:, :, None]).float()
+            out[2 * m].mul_(torch.where(cw > 0, ratio, torch.ones_like(ratio)))
+    if output == "rescale":
+        k_last = [len(np.unique(np.asarray(s[-1]))) for s in splits]
+        W = out[-2]
+        for k in sorted(set(k_last)):
+            sel = torch.as_tensor([c for c, kc in enumerate(k_last) if kc == k])
+            W[sel] = W[sel].mul_(1.0 / k)
+    return out

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,21 +42,23 @@ from .combinations import Indexed, paths_of, space_of
 from .config import Config
 from .data import Splits
 from .engines import PieceJob, train_pieces
-from .evaluation import accuracies
+from .evaluation import accuracies, stack_accuracies
 from .model import MLP
 from .pieces import (
     Params,
+    as_mlp,
     ensemble_logits,
     forward,
     n_params,
     params_of,
     piece_neurons,
     recombine,
+    recombine_stacked,
     unscale_recombined,
 )
 from .seeds import piece_order_seed, stitch_seed
 from .sgd import accuracy, minibatches, steps_per_epoch
-from .split import Split, cut_fraction, split_for
+from .split import Split, cut_fraction, hidden_weights, split_for
 from .stitch import stitch
 
 FLOAT_BYTES = 4
@@ -65,7 +67,7 @@ FLOAT_BYTES = 4
 @dataclass
 class RoundsResult:
     combination: int
-    net: MLP  # the final recombined net (after stitching, if any)
+    final: Params  # the final recombined net's parameters (after stitching, if any)
     accuracy_before_stitch: float  # test accuracy after the last round
     pieces: list[Params]  # the last round's trained pieces, in path order
     split: Split  # the last round's split
@@ -78,6 +80,16 @@ class RoundsResult:
     curve: list[tuple[int, float]]  # (steps done, test accuracy) after every round
     cut_fractions: list[float | None]  # of every round's split, on the net it split
     seconds: float  # training time of its pieces
+    piece_seeds: list[int]  # seeds.piece_order_seed of every path
+    activation: str
+    _net: MLP | None = field(default=None, repr=False)
+
+    @property
+    def net(self) -> MLP:
+        """The final net as an MLP (built on first use: the stacked path keeps only tensors)."""
+        if self._net is None:
+            self._net = as_mlp(self.final, self.activation)
+        return self._net
 
     @property
     def bytes_total(self) -> int:
@@ -116,6 +128,17 @@ def schedule(cfg: Config, n: int, total_steps: int | None = None) -> tuple[int, 
     return T, E, R
 
 
+def stacked_one_shot(cfg: Config, net: MLP, rounds: int) -> bool:
+    """Whether ``train_rounds`` recombines and evaluates a round's combinations as one stack
+    (``pieces.recombine_stacked``): one round of the batched engine, no dropout scaling, and a
+    plain MLP (Linear weights and biases only, no buffers). With one round the recombined
+    momentum buffers are never used, so they are not recombined."""
+    plain = len(list(net.parameters())) == 2 * len(net.linears) and not list(net.buffers())
+    return (
+        rounds == 1 and cfg.train.engine == "batched" and cfg.split.piece_scale == "none" and plain
+    )
+
+
 def _zeros_like(net: MLP) -> MLP:
     out = copy.deepcopy(net)
     with torch.no_grad():
@@ -152,6 +175,7 @@ def train_rounds(
         for seed in {x for v in seeds.values() for x in v}
     }
     dropout = s.piece_scale == "dropout"
+    stacked = stacked_one_shot(cfg, net0, R)
 
     nets = {c: net0 for c in combinations}
     bufs: dict[int, MLP | None] = {c: None for c in combinations}
@@ -161,14 +185,18 @@ def train_rounds(
     sent = {c: [] for c in combinations}
     secs = dict.fromkeys(combinations, 0.0)
     pieces: dict[int, list[Params]] = {}
+    final: dict[int, Params] = {}  # the stacked path's recombined nets
     for r in range(R):
         lo, hi = r * E, min((r + 1) * E, T)
         jobs = []
+        weights: dict[int, list[np.ndarray]] = {}  # hidden_weights per net (round 0: net0's)
         for c in combinations:
             splits[c] = split_for(
                 cfg, nets[c], c, r, space=space, X=data.pretrain[0], previous=splits.get(c)
             )
-            cuts[c].append(cut_fraction(nets[c], splits[c]))
+            if id(nets[c]) not in weights:
+                weights[id(nets[c])] = hidden_weights(nets[c])
+            cuts[c].append(cut_fraction(nets[c], splits[c], weights[id(nets[c])]))
             jobs += [
                 PieceJob(nets[c], tuple(piece_neurons(splits[c], p)), seed, bufs[c], dropout)
                 for p, seed in zip(paths, seeds[c], strict=True)
@@ -189,6 +217,8 @@ def train_rounds(
             pieces[c] = [tp.params for tp in mine]
             secs[c] += sum(tp.seconds for tp in mine)
             sent[c].append(round_bytes(pieces[c], t.momentum))
+            if stacked:
+                continue  # recombined below, every combination at once
             new = recombine(nets[c], splits[c], paths, pieces[c], unheld=s.unheld, output=s.output)
             if dropout:
                 unscale_recombined(new, splits[c], paths)
@@ -204,19 +234,30 @@ def train_rounds(
                 )
             nets[c] = new
         # every combination's recombined net on the test set, stacked (evaluation)
-        nets_now = [params_of(nets[c]) for c in combinations]
-        for c, acc in zip(
-            combinations, accuracies(nets_now, net0.activation, X_test, y_test), strict=True
-        ):
+        if stacked:
+            stack = recombine_stacked(
+                net0,
+                [splits[c] for c in combinations],
+                paths,
+                [pieces[c] for c in combinations],
+                unheld=s.unheld,
+                output=s.output,
+            )
+            accs = stack_accuracies(stack, net0.activation, X_test, y_test)
+            final.update((c, [t[i] for t in stack]) for i, c in enumerate(combinations))
+        else:
+            nets_now = [params_of(nets[c]) for c in combinations]
+            accs = accuracies(nets_now, net0.activation, X_test, y_test)
+        for c, acc in zip(combinations, accs, strict=True):
             curves[c].append((hi, acc))
 
     dp_step = dp_step_bytes(net0, len(paths))
     out = []
     for c in combinations:
-        net = nets[c]
+        net = None if stacked else nets[c]  # the stacked path builds no MLP unless stitching
         if s.stitch_steps:
             net = stitch(
-                net,
+                as_mlp(final[c], net0.activation) if stacked else net,
                 splits[c],
                 paths,
                 data.remaining,
@@ -228,7 +269,7 @@ def train_rounds(
         out.append(
             RoundsResult(
                 combination=c,
-                net=net,
+                final=final[c] if net is None else params_of(net),
                 accuracy_before_stitch=curves[c][-1][1],
                 pieces=pieces[c],
                 split=splits[c],
@@ -241,6 +282,9 @@ def train_rounds(
                 curve=curves[c],
                 cut_fractions=cuts[c],
                 seconds=secs[c],
+                piece_seeds=seeds[c],
+                activation=net0.activation,
+                _net=net,
             )
         )
     return out
