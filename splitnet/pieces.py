@@ -313,18 +313,20 @@ def recombine_stacked(
     orig = [t.detach() for lin in lins for t in (lin.weight, lin.bias)]
     sums = [torch.zeros((C, *t.shape), dtype=torch.float64) for t in orig]
     counts = [torch.zeros((C, *t.shape), dtype=torch.float64) for t in orig]
-    neurons = [[piece_neurons(s, p) for p in paths] for s in splits]
-    classes: dict[tuple, list[int]] = {}
-    for c, ns in enumerate(neurons):
-        classes.setdefault(tuple(len(n) for pn in ns for n in pn), []).append(c)
+    # labels[l]: (C, h_l); a path's S_l of every combination by one comparison (piece_neurons)
+    labels = [np.stack([np.asarray(s[l]) for s in splits]) for l in range(n_lin - 1)]
+    masks = [[labels[l] == g for l, g in enumerate(path)] for path in paths]
+    sizes = np.stack([m.sum(1) for ms in masks for m in ms], axis=1)  # (C, paths * L)
+    _, klass = np.unique(sizes, axis=0, return_inverse=True)
     every = [torch.arange(n) for n in net.sizes]
-    for members in classes.values():
+    for j in range(klass.max() + 1):
+        members = np.flatnonzero(klass.reshape(-1) == j).tolist()
         cs = torch.as_tensor(members)
         for q in range(len(paths)):
-            hidden = [
-                torch.as_tensor(np.stack([neurons[c][q][l] for c in members]))
-                for l in range(n_lin - 1)
-            ]  # (members, |S_l|)
+            hidden = [  # (members, |S_l|): row-major nonzeros are each row's S_l, ascending
+                torch.as_tensor(np.nonzero(m[members])[1].reshape(len(members), -1))
+                for m in masks[q]
+            ]
             for m in range(n_lin):
                 rows = hidden[m] if m < n_lin - 1 else every[m + 1].expand(len(members), -1)
                 cols = hidden[m - 1] if m > 0 else every[0].expand(len(members), -1)
