@@ -18,7 +18,10 @@ the remaining data. The stream of T minibatches is cut into R = ceil(T / E) roun
 A piece's stream is indexed by the global step, so the data seen does not depend on E, and k = 1
 reproduces the baseline bit for bit. SGD momentum buffers travel with the pieces and are
 recombined like the parameters. The combinations given are run in lockstep, so the engine
-trains the pieces of all of them in one call per round (stacks of equal shapes).
+trains the pieces of all of them in one call per round (stacks of equal shapes). A one-shot run
+of the batched engine on a plain MLP (``stacked_one_shot``) also recombines and evaluates them as
+one stack (``pieces.recombine_stacked``, ``evaluation.stack_accuracies``): the same numbers as the
+per-combination ``recombine``, without a Python loop per combination.
 
 Communication, counted in bytes of float32 (4 bytes), summed over all workers:
 
@@ -100,10 +103,10 @@ class RoundsResult:
         return self.dp_bytes_per_step * self.total_steps
 
     def ensemble_accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
-        return accuracy(lambda x: ensemble_logits(self.pieces, self.net.activation, x), X, y)
+        return accuracy(lambda x: ensemble_logits(self.pieces, self.activation, x), X, y)
 
     def piece_accuracies(self, X: np.ndarray, y: np.ndarray) -> list[float]:
-        act = self.net.activation
+        act = self.activation
         return [accuracy(lambda x, p=p: forward(p, act, x), X, y) for p in self.pieces]
 
 
