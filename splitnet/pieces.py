@@ -311,6 +311,8 @@ def recombine_stacked(
     lins = net.linears
     n_lin, C = len(lins), len(splits)
     orig = [t.detach() for lin in lins for t in (lin.weight, lin.bias)]
+    if C == 0:
+        return [t.new_empty((0, *t.shape)) for t in orig]
     sums = [torch.zeros((C, *t.shape), dtype=torch.float64) for t in orig]
     counts = [torch.zeros((C, *t.shape), dtype=torch.float64) for t in orig]
     # labels[l]: (C, h_l); a path's S_l of every combination by one comparison (piece_neurons)

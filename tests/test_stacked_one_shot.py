@@ -136,3 +136,13 @@ def test_piece_and_ensemble_accuracies_of_one_stack_equal_one_net_at_a_time(acti
     for ps, (piece_acc, ens) in zip(combos, got, strict=True):
         assert piece_acc == [accuracy(lambda x, p=p: forward(p, activation, x), X, y) for p in ps]
         assert ens == accuracy(lambda x, ps=ps: ensemble_logits(ps, activation, x), X, y)
+
+
+def test_no_combinations():
+    """A rank may be dealt none (more ranks than combinations in a chunk)."""
+    prep = experiment.prepare(_cfg([]))
+    assert rounds.train_rounds(prep.pretrained, prep.data, prep.config, [], space=prep.space) == []
+    net = prep.pretrained
+    stack = recombine_stacked(net, [], prep.paths, [])
+    assert [tuple(t.shape) for t in stack] == [(0, *t.shape) for t in params_of(net)]
+    assert stack_accuracies(stack, net.activation, *prep.data.test) == []
