@@ -296,7 +296,7 @@ def recombine_stacked(
 ) -> Params:
     """``recombine`` of C combinations of one plain MLP at once, as stacks: [W_1, b_1, ...] with
     W_m: (C, out, in) and b_m: (C, out); entry c equals ``recombine(net, splits[c], paths,
-    pieces[c])`` bit for bit (tests/test_recombine_stacked.py).
+    pieces[c])`` bit for bit (tests/test_stacked_one_shot.py).
 
     The same arithmetic, a stack at a time: float64 sums s and counts n, path by path in path
     order (a path's entries are distinct, so each is one IEEE add, as numpy's ``+=``), then
