@@ -25,23 +25,29 @@ _F = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
 @torch.no_grad()
-def stacked_logits(nets: Sequence[Params], activation: str, X: torch.Tensor) -> list[torch.Tensor]:
-    """The logits (n, C) of every net in ``nets``, computed a stack of equal shapes at a time."""
+def stack_logits(stack: Params, activation: str, X: torch.Tensor) -> torch.Tensor:
+    """The logits (P, n, C) of a stack [W_1, b_1, ...], W_m: (P, out, in), b_m: (P, out)."""
     f = _F[activation]
     X = torch.as_tensor(X)
+    n_layers = len(stack) // 2
+    z = X.expand(len(stack[0]), *X.shape)  # (P, n, d), no copy
+    for m in range(n_layers):
+        z = torch.baddbmm(stack[2 * m + 1].unsqueeze(1), z, stack[2 * m].transpose(1, 2))
+        if m < n_layers - 1:
+            z = f(z)
+    return z
+
+
+@torch.no_grad()
+def stacked_logits(nets: Sequence[Params], activation: str, X: torch.Tensor) -> list[torch.Tensor]:
+    """The logits (n, C) of every net in ``nets``, computed a stack of equal shapes at a time."""
     by_shape: dict[tuple, list[int]] = defaultdict(list)
     for i, p in enumerate(nets):
-        by_shape[tuple(t.shape for t in p)].append(i)
+        by_shape[_shape(p)].append(i)
     out: list = [None] * len(nets)
     for members in by_shape.values():
-        n_layers = len(nets[members[0]]) // 2
-        z = X.expand(len(members), *X.shape)  # (P, n, d), no copy
-        for m in range(n_layers):
-            W = torch.stack([nets[i][2 * m] for i in members])
-            b = torch.stack([nets[i][2 * m + 1] for i in members])
-            z = torch.baddbmm(b.unsqueeze(1), z, W.transpose(1, 2))
-            if m < n_layers - 1:
-                z = f(z)
+        stack = [torch.stack([nets[i][t] for i in members]) for t in range(len(nets[members[0]]))]
+        z = stack_logits(stack, activation, X)
         for j, i in enumerate(members):
             out[i] = z[j]
     return out
@@ -50,6 +56,18 @@ def stacked_logits(nets: Sequence[Params], activation: str, X: torch.Tensor) -> 
 def accuracy_of(logits: torch.Tensor, y: np.ndarray) -> float:
     """Fraction of rows whose argmax logit is the label (``sgd.accuracy``'s formula)."""
     return float((logits.argmax(1).numpy() == np.asarray(y)).mean())
+
+
+def stack_accuracies(stack: Params, activation: str, X, y) -> list[float]:
+    """``accuracy_of`` of every net of a stack in one pass."""
+    return _accuracies_of(stack_logits(stack, activation, X), y)
+
+
+def _accuracies_of(logits: torch.Tensor, y: np.ndarray) -> list[float]:
+    """``accuracy_of`` of every (n, C) slice of ``logits`` (N, n, C): hits / n, an exact count
+    over an exact count, so the float of numpy's mean of the hit mask."""
+    hits = logits.argmax(2) == torch.as_tensor(np.asarray(y))
+    return [h / len(y) for h in hits.sum(1).tolist()]
 
 
 def accuracies(nets: Sequence[Params], activation: str, X, y) -> list[float]:
@@ -61,6 +79,18 @@ def piece_and_ensemble_accuracies(
 ) -> list[tuple[list[float], float]]:
     """Per combination (its pieces, in path order): the pieces' accuracies and the ensemble's."""
     flat = [p for ps in pieces for p in ps]
+    k = len(pieces[0]) if pieces else 0
+    if flat and all(len(ps) == k for ps in pieces) and len({_shape(p) for p in flat}) == 1:
+        # one stack, combination-major: (combinations, k, n, C); the ensemble adds the pieces'
+        # logits in path order, as the per-combination sum below
+        z = stack_logits([torch.stack(ts) for ts in zip(*flat, strict=True)], activation, X)
+        z = z.view(len(pieces), k, *z.shape[1:])
+        total = z[:, 0]
+        for q in range(1, k):
+            total = total + z[:, q]
+        acc = _accuracies_of(z.flatten(0, 1), y)
+        ens = _accuracies_of(total, y)
+        return [(acc[i * k : (i + 1) * k], ens[i]) for i in range(len(pieces))]
     logits = stacked_logits(flat, activation, X)
     out, at = [], 0
     for ps in pieces:
@@ -71,3 +101,7 @@ def piece_and_ensemble_accuracies(
             total = total + z
         out.append(([accuracy_of(z, y) for z in mine], accuracy_of(total, y)))
     return out
+
+
+def _shape(params: Params) -> tuple:
+    return tuple(t.shape for t in params)

@@ -31,9 +31,9 @@ from .config import Config
 from .data import Splits, load_splits
 from .evaluation import accuracies, piece_and_ensemble_accuracies
 from .model import MLP, build_mlp
-from .pieces import fold, params_of
+from .pieces import fold
 from .rounds import RoundsResult, train_rounds
-from .seeds import init_seed, piece_order_seed, pretrain_order_seed, remaining_order_seed
+from .seeds import init_seed, pretrain_order_seed, remaining_order_seed
 from .sgd import accuracy, check_batchnorm_batches, train
 
 
@@ -194,7 +194,7 @@ def scores(prep: Prepared, results: Sequence[RoundsResult]) -> list[dict]:
     ens = piece_and_ensemble_accuracies(pieces, act, X_test, y_test)
     out = [{"piece_accuracies": p, "ensemble_accuracy": e} for p, e in ens]
     stitched = prep.config.split.stitch_steps > 0
-    nets = [fold(params_of(r.net), norm) for r in results]
+    nets = [fold(r.final, norm) for r in results]
     test = accuracies(nets, act, X_test, y_test) if stitched else None
     val = None if prep.data.validation is None else accuracies(nets, act, *prep.data.validation)
     for i, (sc, res) in enumerate(zip(out, results, strict=True)):
@@ -266,7 +266,7 @@ def make_row(
             "baseline_accuracy": prep.baseline_accuracy,
             "pretrained_accuracy": prep.pretrained_accuracy,
             "seed": cfg.seed,
-            "piece_seeds": [piece_order_seed(cfg, res.combination, p) for p in res.paths],
+            "piece_seeds": res.piece_seeds,
             "config_hash": config_hash,
             "config": config_dict,
         }

@@ -416,3 +416,74 @@ def masked_forward(net: MLP, split: Split, path: Path, x: torch.Tensor) -> torch
             x = x * masks[layer]
             layer += 1
     return x
+
+
+def recombine_stacked(
+    net: MLP,
+    splits: Sequence[Split],
+    paths: Sequence[Path],
+    pieces: Sequence[Sequence[Params]],
+    *,
+    unheld: str = "pretrained",
+    output: str = "sum",
+) -> Params:
+    """``recombine`` of C combinations of one plain MLP at once, as stacks: [W_1, b_1, ...] with
+    W_m: (C, out, in) and b_m: (C, out); entry c equals ``recombine(net, splits[c], paths,
+    pieces[c])`` bit for bit (tests/test_stacked_one_shot.py).
+
+    The same arithmetic, a stack at a time: float64 sums s and counts n, path by path in path
+    order (a path's entries are distinct, so each is one IEEE add, as numpy's ``+=``), then
+    held = s / n cast to float32, unheld = the pretrained value or 0, and the output rule.
+    Combinations whose pieces differ in shape (groups of unequal sizes) are scattered a shape
+    class at a time.
+    """
+    if unheld not in UNHELD:
+        raise ValueError(f"split.unheld={unheld!r} is not one of {', '.join(UNHELD)}")
+    if output not in OUTPUTS:
+        raise ValueError(f"split.output={output!r} is not one of {', '.join(OUTPUTS)}")
+    lins = net.linears
+    n_lin, C = len(lins), len(splits)
+    orig = [t.detach() for lin in lins for t in (lin.weight, lin.bias)]
+    if C == 0:
+        return [t.new_empty((0, *t.shape)) for t in orig]
+    sums = [torch.zeros((C, *t.shape), dtype=torch.float64) for t in orig]
+    counts = [torch.zeros((C, *t.shape), dtype=torch.float64) for t in orig]
+    # labels[l]: (C, h_l); a path's S_l of every combination by one comparison (piece_neurons)
+    labels = [np.stack([np.asarray(s[l]) for s in splits]) for l in range(n_lin - 1)]
+    masks = [[labels[l] == g for l, g in enumerate(path)] for path in paths]
+    sizes = np.stack([m.sum(1) for ms in masks for m in ms], axis=1)  # (C, paths * L)
+    _, klass = np.unique(sizes, axis=0, return_inverse=True)
+    every = [torch.arange(n) for n in net.sizes]
+    for j in range(klass.max() + 1):
+        members = np.flatnonzero(klass.reshape(-1) == j).tolist()
+        cs = torch.as_tensor(members)
+        for q in range(len(paths)):
+            hidden = [  # (members, |S_l|): row-major nonzeros are each row's S_l, ascending
+                torch.as_tensor(np.nonzero(m[members])[1].reshape(len(members), -1))
+                for m in masks[q]
+            ]
+            for m in range(n_lin):
+                rows = hidden[m] if m < n_lin - 1 else every[m + 1].expand(len(members), -1)
+                cols = hidden[m - 1] if m > 0 else every[0].expand(len(members), -1)
+                at_w = (cs[:, None, None], rows[:, :, None], cols[:, None, :])
+                at_b = (cs[:, None], rows)
+                for i, at in ((2 * m, at_w), (2 * m + 1, at_b)):
+                    vals = torch.stack([pieces[c][q][i].detach() for c in members])
+                    sums[i][at] += vals.double()
+                    counts[i][at] += 1
+    out = []
+    for o, s, n in zip(orig, sums, counts, strict=True):
+        base = o.expand_as(s) if unheld == "pretrained" else torch.zeros_like(o).expand_as(s)
+        out.append(torch.where(n > 0, (s / n.clamp(min=1)).to(o.dtype), base))
+    if output == "shared-rescale":
+        for m in range(n_lin):
+            cw, cb = counts[2 * m], counts[2 * m + 1]
+            ratio = (cw / cb.clamp(min=1)[:, :, None]).float()
+            out[2 * m].mul_(torch.where(cw > 0, ratio, torch.ones_like(ratio)))
+    if output == "rescale":
+        k_last = [len(np.unique(np.asarray(s[-1]))) for s in splits]
+        W = out[-2]
+        for k in sorted(set(k_last)):
+            sel = torch.as_tensor([c for c, kc in enumerate(k_last) if kc == k])
+            W[sel] = W[sel].mul_(1.0 / k)
+    return out

@@ -18,7 +18,10 @@ the remaining data. The stream of T minibatches is cut into R = ceil(T / E) roun
 A piece's stream is indexed by the global step, so the data seen does not depend on E, and k = 1
 reproduces the baseline bit for bit. SGD momentum buffers travel with the pieces and are
 recombined like the parameters. The combinations given are run in lockstep, so the engine
-trains the pieces of all of them in one call per round (stacks of equal shapes).
+trains the pieces of all of them in one call per round (stacks of equal shapes). A one-shot run
+of the batched engine on a plain MLP (``stacked_one_shot``) also recombines and evaluates them as
+one stack (``pieces.recombine_stacked``, ``evaluation.stack_accuracies``): the same numbers as the
+per-combination ``recombine``, without a Python loop per combination.
 
 Communication, counted in bytes of float32 (4 bytes), summed over all workers:
 
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,10 +45,11 @@ from .combinations import Indexed, paths_of, space_of
 from .config import Config
 from .data import Splits
 from .engines import PieceJob, train_pieces
-from .evaluation import accuracies
+from .evaluation import accuracies, stack_accuracies
 from .model import MLP
 from .pieces import (
     Params,
+    as_mlp,
     ensemble_logits,
     fold,
     forward,
@@ -54,11 +58,12 @@ from .pieces import (
     params_of,
     piece_neurons,
     recombine,
+    recombine_stacked,
     unscale_recombined,
 )
 from .seeds import piece_order_seed, stitch_seed
 from .sgd import accuracy, minibatches, steps_per_epoch
-from .split import Split, cut_fraction, split_for
+from .split import Split, cut_fraction, hidden_weights, split_for
 from .stitch import stitch
 
 FLOAT_BYTES = 4
@@ -67,7 +72,7 @@ FLOAT_BYTES = 4
 @dataclass
 class RoundsResult:
     combination: int
-    net: MLP  # the final recombined net (after stitching, if any)
+    final: Params  # the final recombined net's parameters (after stitching, if any)
     accuracy_before_stitch: float  # test accuracy after the last round
     pieces: list[Params]  # the last round's trained pieces, in path order
     split: Split  # the last round's split
@@ -80,6 +85,17 @@ class RoundsResult:
     curve: list[tuple[int, float]]  # (steps done, test accuracy) after every round
     cut_fractions: list[float | None]  # of every round's split, on the net it split
     seconds: float  # training time of its pieces
+    piece_seeds: list[int]  # seeds.piece_order_seed of every path
+    activation: str
+    norm: str = "none"  # model.norm of the net
+    _net: MLP | None = field(default=None, repr=False)
+
+    @property
+    def net(self) -> MLP:
+        """The final net as an MLP (built on first use: the stacked path keeps only tensors)."""
+        if self._net is None:
+            self._net = as_mlp(self.final, self.activation, self.norm)
+        return self._net
 
     @property
     def bytes_total(self) -> int:
@@ -90,11 +106,11 @@ class RoundsResult:
         return self.dp_bytes_per_step * self.total_steps
 
     def ensemble_accuracy(self, X: np.ndarray, y: np.ndarray) -> float:
-        act, norm = self.net.activation, self.net.norm
+        act, norm = self.activation, self.norm
         return accuracy(lambda x: ensemble_logits(self.pieces, act, x, norm), X, y)
 
     def piece_accuracies(self, X: np.ndarray, y: np.ndarray) -> list[float]:
-        act, norm = self.net.activation, self.net.norm
+        act, norm = self.activation, self.norm
         return [accuracy(lambda x, p=p: forward(p, act, x, norm), X, y) for p in self.pieces]
 
 
@@ -117,6 +133,17 @@ def schedule(cfg: Config, n: int, total_steps: int | None = None) -> tuple[int, 
     E = min(cfg.split.resplit_every or T, T)
     R = -(-T // E) if E else 1
     return T, E, R
+
+
+def stacked_one_shot(cfg: Config, net: MLP, rounds: int) -> bool:
+    """Whether ``train_rounds`` recombines and evaluates a round's combinations as one stack
+    (``pieces.recombine_stacked``): one round of the batched engine, no dropout scaling, and a
+    plain MLP (Linear weights and biases only, no buffers). With one round the recombined
+    momentum buffers are never used, so they are not recombined."""
+    plain = len(list(net.parameters())) == 2 * len(net.linears) and not list(net.buffers())
+    return (
+        rounds == 1 and cfg.train.engine == "batched" and cfg.split.piece_scale == "none" and plain
+    )
 
 
 def _zeros_like(net: MLP) -> MLP:
@@ -155,6 +182,7 @@ def train_rounds(
         for seed in {x for v in seeds.values() for x in v}
     }
     dropout = s.piece_scale == "dropout"
+    stacked = stacked_one_shot(cfg, net0, R)
 
     nets = {c: net0 for c in combinations}
     bufs: dict[int, MLP | None] = {c: None for c in combinations}
@@ -164,14 +192,18 @@ def train_rounds(
     sent = {c: [] for c in combinations}
     secs = dict.fromkeys(combinations, 0.0)
     pieces: dict[int, list[Params]] = {}
+    final: dict[int, Params] = {}  # the stacked path's recombined nets
     for r in range(R):
         lo, hi = r * E, min((r + 1) * E, T)
         jobs = []
+        weights: dict[int, list[np.ndarray]] = {}  # hidden_weights per net (round 0: net0's)
         for c in combinations:
             splits[c] = split_for(
                 cfg, nets[c], c, r, space=space, X=data.pretrain[0], previous=splits.get(c)
             )
-            cuts[c].append(cut_fraction(nets[c], splits[c]))
+            if id(nets[c]) not in weights:
+                weights[id(nets[c])] = hidden_weights(nets[c])
+            cuts[c].append(cut_fraction(nets[c], splits[c], weights[id(nets[c])]))
             jobs += [
                 PieceJob(nets[c], tuple(piece_neurons(splits[c], p)), seed, bufs[c], dropout)
                 for p, seed in zip(paths, seeds[c], strict=True)
@@ -192,6 +224,8 @@ def train_rounds(
             pieces[c] = [tp.params for tp in mine]
             secs[c] += sum(tp.seconds for tp in mine)
             sent[c].append(round_bytes(pieces[c], t.momentum))
+            if stacked:
+                continue  # recombined below, every combination at once
             new = recombine(nets[c], splits[c], paths, pieces[c], unheld=s.unheld, output=s.output)
             if dropout:
                 unscale_recombined(new, splits[c], paths)
@@ -206,24 +240,34 @@ def train_rounds(
                     output="sum",
                 )
             nets[c] = new
-        # every combination's recombined net on the test set, stacked (evaluation); a BatchNorm
-        # net with its statistics re-estimated (split.norm_stats), folded to a plain one
-        nets_now = [
-            fold(params_of(inference_net(nets[c], X, s.norm_stats)), net0.norm)
-            for c in combinations
-        ]
-        for c, acc in zip(
-            combinations, accuracies(nets_now, net0.activation, X_test, y_test), strict=True
-        ):
+        # every combination's recombined net on the test set, stacked (evaluation)
+        if stacked:
+            stack = recombine_stacked(
+                net0,
+                [splits[c] for c in combinations],
+                paths,
+                [pieces[c] for c in combinations],
+                unheld=s.unheld,
+                output=s.output,
+            )
+            accs = stack_accuracies(stack, net0.activation, X_test, y_test)
+            final.update((c, [t[i] for t in stack]) for i, c in enumerate(combinations))
+        else:  # a BatchNorm net with its statistics re-estimated (split.norm_stats), folded
+            nets_now = [
+                fold(params_of(inference_net(nets[c], X, s.norm_stats)), net0.norm)
+                for c in combinations
+            ]
+            accs = accuracies(nets_now, net0.activation, X_test, y_test)
+        for c, acc in zip(combinations, accs, strict=True):
             curves[c].append((hi, acc))
 
     dp_step = dp_step_bytes(net0, len(paths))
     out = []
     for c in combinations:
-        net = nets[c]
+        net = None if stacked else nets[c]  # the stacked path builds no MLP unless stitching
         if s.stitch_steps:
             net = stitch(
-                net,
+                as_mlp(final[c], net0.activation) if stacked else net,
                 splits[c],
                 paths,
                 data.remaining,
@@ -232,11 +276,12 @@ def train_rounds(
                 seed=stitch_seed(cfg, R - 1),
                 batch_size=t.batch_size,
             )
-        net = inference_net(net, X, s.norm_stats)  # the deliverable: statistics re-estimated
+        if net is not None:  # the deliverable: a BatchNorm net's statistics re-estimated
+            net = inference_net(net, X, s.norm_stats)
         out.append(
             RoundsResult(
                 combination=c,
-                net=net,
+                final=final[c] if net is None else params_of(net),
                 accuracy_before_stitch=curves[c][-1][1],
                 pieces=pieces[c],
                 split=splits[c],
@@ -249,6 +294,10 @@ def train_rounds(
                 curve=curves[c],
                 cut_fractions=cuts[c],
                 seconds=secs[c],
+                piece_seeds=seeds[c],
+                activation=net0.activation,
+                norm=net0.norm,
+                _net=net,
             )
         )
     return out
