@@ -465,7 +465,7 @@ class DataParallel:
         self.pb, self.meter, self.net = pb, meter, pb.net()
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         n = _n_params(pb.sizes)
-        self.buffers = (np.empty(n, np.float32), np.empty(n, np.float32))  # g_r, G: reused
+        self.buffer = np.empty(n, np.float32)  # g_r, then G in place: reused every step
         topk = v["exchange"] == "topk"
         self.comp = cz.make_compressor(
             "topk" if topk else "none", n, residual=True, topk_fraction=pb.race.topk_ratio
@@ -479,7 +479,7 @@ class DataParallel:
             idx = b[a:c]
             st = dp.step(
                 self.net, X[idx], y[idx], len(b), self.meter, self.comp, self.algorithm,
-                buffers=self.buffers,
+                buffer=self.buffer,
             )  # fmt: skip
             dp.apply_update(self.net, st.total, lr)
 

@@ -40,7 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import load_dataset, three_way_split
-from ..mpi import SUM, Comm, abort_on_error, world, wtime
+from ..mpi import IN_PLACE, SUM, Comm, abort_on_error, world, wtime
 from ..nets.cnn import CNN
 from ..partition import bounds
 from ..sgd import accuracy
@@ -350,12 +350,15 @@ def exchange_sparse(comm: Comm, sent: cz.Sparse) -> tuple[np.ndarray, np.ndarray
 
 
 def exchange_dense(
-    comm: Comm, g: np.ndarray, algorithm: str, out: np.ndarray | None = None
+    comm: Comm, g: np.ndarray, algorithm: str, in_place: bool = False
 ) -> tuple[np.ndarray, int | None]:
-    """Dense sum (into ``out`` when given, for MPI); returns (sum, exact bytes this rank sent or
-    None when MPI's choice)."""
+    """Dense sum (MPI: overwriting ``g`` when ``in_place``, a third less memory traffic than a
+    separate output); returns (sum, exact bytes this rank sent or None when MPI's choice)."""
     if algorithm == "mpi":
-        out = np.empty_like(g) if out is None else out
+        if in_place:
+            comm.Allreduce(IN_PLACE, g, op=SUM)
+            return g, None
+        out = np.empty_like(g)
         comm.Allreduce(g, out, op=SUM)
         return out, None
     counter = ByteCounter()
@@ -385,18 +388,19 @@ def step(
     comp: cz.Compressor,
     algorithm: str = "mpi",
     keep: torch.Tensor | None = None,
-    buffers: tuple[np.ndarray, np.ndarray] | None = None,
+    buffer: np.ndarray | None = None,
 ) -> Step:
     """Backprop my shard ``(x, y)`` of a global batch of ``batch`` samples, compress, exchange.
 
     ``comp.name == "none"``: the dense g_r summed by ``algorithm``; otherwise Allgatherv of
     every rank's (indices, values). The caller applies ``total`` (``apply_update``).
-    ``buffers``: (g, total) arrays of n floats that the step overwrites instead of allocating
-    (dense MPI exchange; the returned ``g`` and ``total`` are then those arrays).
+    ``buffer``: n floats the step overwrites instead of allocating: g_r is gathered into it and
+    a dense MPI exchange sums in place, so ``g``, ``sent.values`` and ``total`` are then that one
+    array, holding G (the race: it reads only ``total``).
     """
     t0 = wtime()
     loss = local_step(model, x, y, batch, keep)
-    g = flat_grad(model, None if buffers is None else buffers[0])
+    g = flat_grad(model, buffer)
     # dense: everything is sent and the residual stays 0, so skip the compressor (its index
     # sort alone costs ~0.1 s for 1.9 M entries)
     if comp.name == "none":
@@ -405,9 +409,7 @@ def step(
         sent = comp.compress(g)
     t1 = wtime()
     if comp.name == "none":
-        total, exact = exchange_dense(
-            comm, sent.values, algorithm, None if buffers is None else buffers[1]
-        )
+        total, exact = exchange_dense(comm, sent.values, algorithm, in_place=buffer is not None)
         counts = np.full(comm.Get_size(), comp.size)
     else:
         (total, counts), exact = exchange_sparse(comm, sent), None
