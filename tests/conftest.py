@@ -111,3 +111,19 @@ def run_mpi(
 def mpi():
     """The ``run_mpi`` launcher as a fixture."""
     return run_mpi
+
+
+def timeless_rows(path: Path) -> list[dict]:
+    """A results file's rows without ``seconds`` (the one key that depends on timing)."""
+    from splitnet import results
+
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in results.read_rows(path)]
+
+
+def driver_on_one_and_two_ranks(tmp_path: Path, args: list[str]) -> tuple[list, list]:
+    """The driver's rows (``timeless_rows``) of ``args`` in this process and on 2 MPI ranks."""
+    from splitnet import enumerate as driver
+
+    driver.main([*args, "--out", str(tmp_path / "one.jsonl")])
+    run_mpi(2, ["-m", "splitnet.enumerate", *args, "--out", str(tmp_path / "two.jsonl")])
+    return timeless_rows(tmp_path / "one.jsonl"), timeless_rows(tmp_path / "two.jsonl")

@@ -15,11 +15,10 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import run_mpi
+from conftest import driver_on_one_and_two_ranks
 from torch import nn
 
-from splitnet import config, experiment, results
-from splitnet import enumerate as driver
+from splitnet import config, experiment
 from splitnet.combinations import paths
 from splitnet.engines import PieceJob, train_pieces
 from splitnet.model import MLP, build_mlp
@@ -286,14 +285,8 @@ def test_the_driver_writes_the_same_batchnorm_rows_on_one_and_two_ranks(tmp_path
     """Rank 0 pretrains and broadcasts the state (BatchNorm statistics included)."""
     args = [x for s in [*TINY, "split.resplit_every=10"] for x in ("--set", s)] + ["--quiet"]
     args += ["--stop", "6"]
-    driver.main([*args, "--out", str(tmp_path / "one.jsonl")])
-    run_mpi(2, ["-m", "splitnet.enumerate", *args, "--out", str(tmp_path / "two.jsonl")])
-
-    def strip(path):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in results.read_rows(path)]
-
-    one = strip(tmp_path / "one.jsonl")
-    assert one == strip(tmp_path / "two.jsonl") and len(one) == 6
+    one, two = driver_on_one_and_two_ranks(tmp_path, args)
+    assert one == two and len(one) == 6
     assert one[0]["config"]["model"]["norm"] == "batch"
 
 

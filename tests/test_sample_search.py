@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_mpi
+from conftest import driver_on_one_and_two_ranks, timeless_rows
 from scipy import stats
 
 from splitnet import config, enumerate, experiment, results, search
@@ -103,14 +103,8 @@ def test_a_sample_row_keeps_the_exact_index_as_a_string_past_2_to_the_53():
 def test_a_sample_is_the_same_on_one_and_two_ranks(tmp_path):
     args = ["--set", "split.strategy=sample", "--set", "split.samples=6", "--quiet"]
     args += [x for s in SMALL for x in ("--set", s)]
-    enumerate.main([*args, "--out", str(tmp_path / "one.jsonl")])
-    run_mpi(2, ["-m", "splitnet.enumerate", *args, "--out", str(tmp_path / "two.jsonl")])
-
-    def strip(path):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in results.read_rows(path)]
-
-    one = strip(tmp_path / "one.jsonl")
-    assert one == strip(tmp_path / "two.jsonl") and len(one) == 6
+    one, two = driver_on_one_and_two_ranks(tmp_path, args)
+    assert one == two and len(one) == 6
     assert len({r["index"] for r in one}) == 6
 
 
@@ -289,19 +283,10 @@ def test_sample_shards_merge_into_the_unsharded_run(tmp_path):
         enumerate.main([*args, "--shard", f"{t}/3", "--out", str(shards[t])])
     merged = tmp_path / "merged.jsonl"
     assert results.merge(shards, merged) == 7
-
-    def strip(path):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in results.read_rows(path)]
-
-    assert strip(merged) == strip(whole)
+    assert timeless_rows(merged) == timeless_rows(whole)
 
 
 def test_a_search_on_two_ranks_writes_the_rows_of_one(tmp_path):
     args = [x for s in [*SEARCH, "split.budget=9"] for x in ("--set", s)] + ["--quiet"]
-    enumerate.main([*args, "--out", str(tmp_path / "one.jsonl")])
-    run_mpi(2, ["-m", "splitnet.enumerate", *args, "--out", str(tmp_path / "two.jsonl")])
-
-    def strip(path):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in results.read_rows(path)]
-
-    assert strip(tmp_path / "one.jsonl") == strip(tmp_path / "two.jsonl")
+    one, two = driver_on_one_and_two_ranks(tmp_path, args)
+    assert one == two
