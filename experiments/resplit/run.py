@@ -1,6 +1,6 @@
 """Beyond one-shot: re-split period, stitch, bytes moved; and does "independence" predict anything?
 
-    python experiments/resplit/run.py experiments/resplit/config.toml            # ~1 min, 2 cores
+    python experiments/resplit/run.py experiments/resplit/config.toml            # ~5 min, 2 cores
     python experiments/resplit/run.py experiments/resplit/config.toml --figures  # refresh figures/
     python experiments/resplit/run.py experiments/resplit/config.toml --plot-only
 
