@@ -139,8 +139,6 @@ def test_one_rank_split_rows_equal_single_rows(tmp_path, norm):
         (["--set", "race.E=0"], "race.E=0 must be >= 1"),
         (["--out", "FILE/r.jsonl"], "is not a directory"),
         (["--set", "race.colour=1"], "unknown key race.colour"),
-        (["--set", "model.norm=batch"], "race method 'dataparallel' cannot train model.norm"),
-        (["--set", "model.norm=group"], "model.norm='group' is not one of"),
     ],
 )
 def test_bad_input_exits_2_on_every_rank_with_the_value(tmp_path, extra, needle):
@@ -150,6 +148,18 @@ def test_bad_input_exits_2_on_every_rank_with_the_value(tmp_path, extra, needle)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.count("splitnet.race: error:") == 1
+
+
+def test_batchnorm_is_refused_by_the_methods_that_cannot_train_it():
+    # in process: the same race.load every rank's verdict comes from (mpiexec cases above)
+    with pytest.raises(ValueError, match="race method 'dataparallel' cannot train model.norm"):
+        race.load(None, ["model.norm=batch"], 2)
+    with pytest.raises(ValueError, match="race method 'tensor' cannot train"):
+        race.load(None, ["model.norm=batch", 'race.methods=["single", "tensor"]'], 2)
+    with pytest.raises(ValueError, match="model.norm='group' is not one of"):
+        race.load(None, ["model.norm=group", 'race.methods=["single"]'], 2)
+    cfg, _ = race.load(None, ["model.norm=batch", 'race.methods=["single", "split"]'], 2)
+    assert cfg.model.norm == "batch" and cfg.train.engine == "loop"
 
 
 def test_parse_race_names_the_value():
