@@ -454,17 +454,13 @@ def _displs(counts: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
 
-def _n_params(sizes: list[int]) -> int:
-    return n_values(sizes)
-
-
 class DataParallel:
     """Replicas; step t: my contiguous shard of s_t, ``dataparallel.step``, ``apply_update``."""
 
     def __init__(self, pb: Problem, v: dict, comm: Comm, meter: Metered):
         self.pb, self.meter, self.net = pb, meter, pb.net()
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        n = _n_params(pb.sizes)
+        n = n_values(pb.sizes)
         self.buffer = np.empty(n, np.float32)  # g_r, then G in place: reused every step
         topk = v["exchange"] == "topk"
         self.comp = cz.make_compressor(

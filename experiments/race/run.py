@@ -43,7 +43,7 @@ from splitnet.parallel import compress as cz
 from splitnet.parallel import dataparallel as dp
 from splitnet.parallel.costmodel import CostParams, predict
 from splitnet.parallel.tensor_parallel import ChunkedMLP
-from splitnet.pieces import cut, pack, piece_neurons, recombine
+from splitnet.pieces import cut, n_values, pack, piece_neurons, recombine
 from splitnet.rounds import train_rounds
 from splitnet.sgd import sgd
 from splitnet.split import random_split
@@ -153,7 +153,7 @@ def bench(cfg: dict, ns: list[int]) -> dict:
     net = pb.net()
     out = {"single": _time(lambda: sgd(net, X, y, idx, lr=lr), reps, 1) / steps}
     out["d_in"], out["d_out"] = sizes[0], sizes[-1]
-    n = race._n_params(sizes)
+    n = n_values(sizes)
     comp = cz.make_compressor("topk", n, True, topk_fraction=r.topk_ratio)
     g = dp.flat_grad(net)
     out["compress"] = _time(lambda: comp.compress(g), reps, max(3, steps // 4))
@@ -226,7 +226,7 @@ def step_time(label: str, N: int, b: dict, p: CostParams, c: object, r: race.Rac
     """Predicted seconds per step of ``label`` on N ranks (b: the microbenchmarks)."""
     B = c.train.batch_size
     sizes = [b["d_in"], *c.model.hidden, b["d_out"]]
-    n = race._n_params(sizes)
+    n = n_values(sizes)
     N_dp = min(N, max(b["dp"]))  # beyond the largest benchmarked N: the 1-sample shard
     if label == "single":
         return b["single"]
@@ -242,7 +242,7 @@ def step_time(label: str, N: int, b: dict, p: CostParams, c: object, r: race.Rac
         return b["tensor"][_near(b["tensor"], N)] + fwd + bwd
     # split: E local steps, then a sync at rank 0 (Scatterv and Gatherv go through the root)
     E = T if label == "split one-shot" else r.E
-    n_p = race._n_params([sizes[0], *(-(-h // N) for h in c.model.hidden), sizes[-1]])
+    n_p = n_values([sizes[0], *(-(-h // N) for h in c.model.hidden), sizes[-1]])
     sync = b["sync"] + 2 * (N - 1) * (p.alpha + 4 * n_p * p.beta)
     return b["piece"][_near(b["piece"], N)] + sync / E
 
