@@ -14,7 +14,8 @@ training (10 epochs, batch 32, shared order). Measured, in this order:
 2. all 2,450 rows in-process with today's code and with ``--reference`` (a commit, checked out
    into a temporary git worktree and run in a subprocess), alternated ``--repeats`` times:
    minimum and median combinations/s of each, and their ratio;
-3. ``mpiexec -n 1`` and ``-n 2`` runs of the driver on all 2,450, wall-clock including start-up;
+3. ``mpiexec -n 1`` and ``-n 2`` runs of the driver on all 2,450, wall-clock including start-up,
+   ``--pairs`` times back to back (one speed-up per pair: minimum and median);
 4. ``--big``: all of [10,10] on 1 and 2 ranks (the 2-rank speed-up, start-up included);
    ``--huge``: all of [12,12] on 2 ranks: wall-clock, peak RSS of the largest rank, file size,
    and rows equal to the loop engine's on ``--check`` sampled combinations.
@@ -181,6 +182,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="today/reference alternations")
     ap.add_argument("--big", action="store_true", help="all of [10,10] on 1 and 2 ranks")
     ap.add_argument("--huge", action="store_true", help="all of [12,12] on 2 ranks")
+    ap.add_argument(
+        "--pairs", type=int, default=1, help="1-rank / 2-rank driver runs back to back, per size"
+    )
     ap.add_argument("--check", type=int, default=20, help="[12,12] rows checked against loop")
     ap.add_argument("--skip-mpi", action="store_true")
     ap.add_argument(
@@ -236,19 +240,26 @@ def main() -> None:
             if args.big:
                 runs.append(("[10,10]", ["model.hidden=[10,10]", "split.groups=2"], {}))
             for label, sets, _ in runs:
-                walls = {}
-                for n in (1, 2):
-                    wall, peak = mpi_run(n, sets, [], Path(tmp) / f"{label}-{n}.jsonl")
-                    walls[n] = wall
-                    count = sum(1 for _ in open(Path(tmp) / f"{label}-{n}.jsonl", "rb"))
-                    add(
-                        f"driver, {label}, {n} rank(s), start-up included",
-                        count,
-                        wall,
-                        f"peak RSS {peak:.0f} MiB",
-                    )
+                speedups = []
+                for k in range(args.pairs):  # 1 rank then 2, back to back: one ratio per pair
+                    walls = {}
+                    for n in (1, 2):
+                        path = Path(tmp) / f"{label}-{n}-{k}.jsonl"
+                        wall, peak = mpi_run(n, sets, [], path)
+                        walls[n] = wall
+                        count = sum(1 for _ in open(path, "rb"))
+                        add(
+                            f"driver, {label}, {n} rank(s), start-up included",
+                            count,
+                            wall,
+                            f"pair {k + 1}, peak RSS {peak:.0f} MiB",
+                        )
+                    speedups.append(walls[1] / walls[2])
                 ratios.append(
-                    (f"{label}: 2 ranks / 1 rank, wall-clock", f"{walls[1] / walls[2]:.2f}x")
+                    (
+                        f"{label}: 2 ranks / 1 rank, wall-clock ({args.pairs} pair(s))",
+                        f"min {min(speedups):.2f}x, median {statistics.median(speedups):.2f}x",
+                    )
                 )
             if args.huge:
                 sets = ["model.hidden=[12,12]", "split.groups=2"]
