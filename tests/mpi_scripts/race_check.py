@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from splitnet import race
+from splitnet import race, race_methods
 from splitnet.mpi import world
 from splitnet.sgd import sgd
 
@@ -30,7 +30,7 @@ sgd(ref, pb.X, pb.y, pb.stream, lr=cfg.train.lr)
 
 def final(v: dict, cuts: list[int]) -> torch.nn.Module | None:
     """Train ``v`` to T steps in the segments cut at ``cuts``; the full net on rank 0."""
-    runner = race.RUNNERS[v["method"]](pb, v, comm, race.Metered(comm))
+    runner = race_methods.RUNNERS[v["method"]](pb, v, comm, race_methods.Metered(comm))
     for lo, hi in zip([0, *cuts], [*cuts, pb.T], strict=True):
         runner.train(lo, hi)
         mid = runner.full_net()  # an evaluation mid-way must not change anything
