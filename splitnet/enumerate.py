@@ -205,13 +205,12 @@ def run(
     for seed in seeds:
         if per_seed[seed] == len(todo_range):
             continue
-        # rank 0 pretrains and trains the baseline once; meanwhile the others load the data and
-        # pay torch's lazy start-up, then take the weights and the scores (no rank redoes them)
+        # rank 0 pretrains and trains the baseline once; meanwhile the others load the data,
+        # then take the weights and the scores (no rank redoes them)
         if rank == 0:
             prep = experiment.prepare(cfg, seed=seed)
         else:
             data = data if data is not None else experiment.load_data(cfg)
-            experiment.preload_torch()
         shared = comm.bcast(experiment.Shared.of(prep) if rank == 0 else None, root=0)
         if rank != 0:
             prep = experiment.prepare(cfg, shared, seed=seed, data=data)

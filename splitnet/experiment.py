@@ -109,12 +109,6 @@ def load_data(cfg: Config) -> Splits:
     return load_splits(cfg.data, cfg.seed)
 
 
-def preload_torch() -> None:
-    """Pay torch's lazy start-up now: the first ``torch.optim`` optimizer imports
-    ``torch._dynamo`` (about 1.5 s). The driver's other ranks do it while rank 0 pretrains."""
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-
-
 def prepare(
     cfg: Config,
     shared: Shared | None = None,

@@ -266,7 +266,7 @@ def race_all(args: argparse.Namespace, cfg: Any, race: Race, comm: Comm, f: Text
     torch.set_num_threads(1)  # one core per rank: the race compares ranks, not BLAS threads
     threadpool_limits(1)  # numpy's BLAS too (ChunkedMLP's products)
     pb = problem(cfg, race)
-    # start-up off the clock: torch.optim's first use imports for about a second
+    # start-up off the clock: autograd's first backward (a few ms)
     sgd(pb.net(), pb.X, pb.y, pb.stream[:1], lr=cfg.train.lr)
     full = config_dict(cfg, race)
     tag = {"seed": cfg.seed, "config_hash": _hash(full)}

@@ -57,6 +57,27 @@ def minibatches(
     return stream if steps is None else stream[:steps]
 
 
+@torch.no_grad()
+def _sgd_step(
+    params: list[nn.Parameter], bufs: list[torch.Tensor | None], lr: float, momentum: float
+) -> None:
+    """One step of ``torch.optim.SGD(params, lr, momentum)`` (no dampening, weight decay or
+    Nesterov), op for op as its single-tensor path: buf = grad on the first step, then
+    buf = momentum * buf + grad; p -= lr * buf. ``bufs`` is updated in place
+    (tests/test_sgd.py: bit for bit against the optimizer itself)."""
+    for i, p in enumerate(params):
+        if p.grad is None:
+            continue
+        grad = p.grad
+        if momentum != 0:
+            if bufs[i] is None:
+                bufs[i] = torch.clone(grad).detach()
+            else:
+                bufs[i].mul_(momentum).add_(grad, alpha=1)
+            grad = bufs[i]
+        p.add_(grad, alpha=-lr)
+
+
 @dataclass
 class SGDRun:
     losses: list[float]  # the mean loss of every step
@@ -83,36 +104,36 @@ def sgd(
     """
     params = list(model.parameters())
     X, y = torch.as_tensor(X), torch.as_tensor(y)
-    opt = (
-        optimizer(params)
-        if optimizer is not None
-        else torch.optim.SGD(params, lr=lr, momentum=momentum)
-    )
-    if buffers is not None and momentum > 0:
-        for p, b in zip(params, buffers, strict=True):
-            opt.state[p]["momentum_buffer"] = b.detach().clone()
     if grad_masks is not None and len(grad_masks) != len(params):
         raise ValueError(f"{len(grad_masks)} gradient masks for {len(params)} parameters")
+    opt = optimizer(params) if optimizer is not None else None
+    # plain SGD: torch.optim.SGD's step written out (below) instead of constructed: the first
+    # torch optimizer of a process imports torch._dynamo, about 2 s of every run's start-up
+    bufs: list[torch.Tensor | None] = [None] * len(params)
+    if buffers is not None and momentum > 0:
+        bufs = [b.detach().clone() for b in buffers]
     losses = []
     model.train()
     for idx in batches:
-        opt.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = None
         loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
         loss.backward()
         if grad_masks is not None:
             for p, mask in zip(params, grad_masks, strict=True):
                 if mask is not None:
                     p.grad.mul_(mask)
-        opt.step()
+        if opt is not None:
+            opt.step()
+        else:
+            _sgd_step(params, bufs, lr, momentum)
         losses.append(loss.item())
     model.eval()
     out = None
     if momentum > 0 and optimizer is None:  # no step taken: the buffers that came in, or zeros
         out = [
-            opt.state[p]["momentum_buffer"].detach().clone()
-            if "momentum_buffer" in opt.state[p]
-            else (b.detach().clone() if buffers is not None else torch.zeros_like(p.detach()))
-            for p, b in zip(params, buffers or [None] * len(params), strict=True)
+            b.detach().clone() if b is not None else torch.zeros_like(p.detach())
+            for p, b in zip(params, bufs, strict=True)
         ]
     return SGDRun(losses, out)
 
