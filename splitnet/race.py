@@ -298,6 +298,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_arguments(ap, "race config (experiments/race.toml)", "race.epochs=3")
     ap.add_argument("--out", metavar="PATH", default="results/race.jsonl", help="JSON Lines rows")
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the rows --out already holds (without it such a file is refused: a timed "
+        "race cannot resume, and a rerun must not lose a finished one)",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
 
@@ -312,6 +318,12 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], TextIO |
             load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after start-up
             try:
                 dp.check_out(args.out)
+                held = _rows_in(Path(args.out))
+                if held and not args.overwrite:
+                    raise ValueError(
+                        f"--out={args.out!r} already holds {held} rows: pass --overwrite to "
+                        "replace them, or name another file"
+                    )
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 f = open(args.out, "w")  # noqa: SIM115 - held for the whole run, closed in main
             except OSError as e:
@@ -323,6 +335,14 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], TextIO |
             print(f"splitnet.race: error: {e}", file=sys.stderr)
             verdict = ("exit", 2)
     return comm.bcast(verdict, root=0), f
+
+
+def _rows_in(path: Path) -> int:
+    """The non-empty lines of ``path`` (0 when it does not exist)."""
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 # -- the race ---------------------------------------------------------------------------------

@@ -208,3 +208,24 @@ def test_batchnorm_pieces_travel_with_their_statistics(tmp_path):
             assert r["bytes"] == [(N - 1) * 8 * len(hidden) + 4 * vals[1], 4 * vals[1]]
         if r["step"] == T:
             assert r["test_accuracy"] > 0.5, r["label"]
+
+
+def test_a_rerun_refuses_to_overwrite_a_results_file(tmp_path, capsys):
+    """In process (the verdict every rank gets): rows already in --out are kept unless
+    --overwrite says otherwise; an empty file is no result and is reused."""
+    from splitnet.mpi import SerialComm
+
+    out = tmp_path / "race.jsonl"
+    out.write_text('{"label": "single"}\n{"label": "split"}\n')
+    (verdict, _), f = race.setup(["--out", str(out), "--quiet"], SerialComm())
+    assert verdict == "exit" and f is None
+    assert "already holds 2 rows: pass --overwrite" in capsys.readouterr().err
+    assert out.read_text().count("\n") == 2  # untouched
+    (verdict, _), f = race.setup(["--out", str(out), "--overwrite", "--quiet"], SerialComm())
+    assert verdict == "run"
+    f.close()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    (verdict, _), f = race.setup(["--out", str(empty), "--quiet"], SerialComm())
+    assert verdict == "run"
+    f.close()

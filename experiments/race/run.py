@@ -100,7 +100,8 @@ def run_races(cfg: dict, rows: Path) -> None:
                 continue
             sets = [a for s in cfg["sets"] for a in ("--set", s)]
             cmd = [mpiexec, "-n", str(n), sys.executable, "-m", "mpi4py", "-m", "splitnet.race"]
-            cmd += ["--config", cfg["race_config"], *sets, "--out", str(path)]
+            # an unfinished run (killed, or another config's) is replaced: a timed race restarts
+            cmd += ["--config", cfg["race_config"], *sets, "--out", str(path), "--overwrite"]
             print(f"N={n} run {i}: {' '.join(cmd[5:])}  (load {os.getloadavg()[0]:.2f})")
             subprocess.run(cmd, check=True, env=env)
     cal = rows / "calibration.json"
