@@ -106,6 +106,10 @@ def sgd(
     X, y = torch.as_tensor(X), torch.as_tensor(y)
     if grad_masks is not None and len(grad_masks) != len(params):
         raise ValueError(f"{len(grad_masks)} gradient masks for {len(params)} parameters")
+    if buffers is not None and len(buffers) != len(params):
+        raise ValueError(f"{len(buffers)} momentum buffers for {len(params)} parameters")
+    if buffers is not None and optimizer is not None:
+        raise ValueError("buffers are plain SGD's momentum buffers: give them without optimizer")
     opt = optimizer(params) if optimizer is not None else None
     # plain SGD: torch.optim.SGD's step written out (below) instead of constructed: the first
     # torch optimizer of a process imports torch._dynamo, about 2 s of every run's start-up

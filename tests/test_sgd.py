@@ -141,3 +141,14 @@ def test_accuracy_is_sklearns(data):
     assert (
         accuracy(lambda x: torch.nn.functional.one_hot(y, C).float(), X.numpy(), y.numpy()) == 1.0
     )
+
+
+def test_bad_buffers_are_refused_by_name(data):
+    X, y = data
+    net = build_mlp([D, 5, C], seed=1)
+    batches = minibatches(N, 16, seed=3, steps=2)
+    with pytest.raises(ValueError, match="3 momentum buffers for 4 parameters"):
+        sgd(net, X, y, batches, lr=0.1, momentum=0.9, buffers=[torch.zeros(1)] * 3)
+    with pytest.raises(ValueError, match="without optimizer"):
+        adam = lambda ps: torch.optim.Adam(ps, lr=0.01)  # noqa: E731
+        sgd(net, X, y, batches, lr=0.1, buffers=list(net.parameters()), optimizer=adam)
