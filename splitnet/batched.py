@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .model import MLP
+from .partition import ceil_div
 
 # A shared-order stack runs layer 1 as one (P*h_1, d) x (d, B) GEMM. MKL computes a row the same
 # way whatever the other rows, except for very narrow products (P*h_1 <= 8 here), which take
@@ -102,8 +103,8 @@ def train_stack(
     """
     P, h, d = Ws[0].shape
     # at least MIN_COLUMNS rows in layer 1's GEMM, in a whole number of LANES; inputs to INPUTS
-    rows = -(-max(P, -(-MIN_COLUMNS // h)) // LANES) * LANES
-    cols = -(-d // INPUTS) * INPUTS
+    rows = ceil_div(max(P, ceil_div(MIN_COLUMNS, h)), LANES) * LANES
+    cols = ceil_div(d, INPUTS) * INPUTS
     if (rows, cols) == (P, d):
         return _train(Ws, bs, X, y, batches, lr, momentum, activation, buffers)
 

@@ -29,6 +29,7 @@ import torch
 from .batched import MIN_COLUMNS, stack_params, train_stack
 from .config import ENGINES
 from .model import MLP
+from .partition import ceil_div
 from .pieces import Params, as_mlp, cut, dropout_factors, layout_of, params_of, scale_for_dropout
 from .sgd import sgd
 
@@ -119,7 +120,7 @@ def _train_batched(
             t0 = time.perf_counter()
             first = jobs[stack[0]]
             # pad a shared-order stack so layer 1's GEMM takes the wide kernel (see batched)
-            pad = max(0, -(-MIN_COLUMNS // hidden[0]) - len(stack)) if shared else 0
+            pad = max(0, ceil_div(MIN_COLUMNS, hidden[0]) - len(stack)) if shared else 0
             padded = [jobs[i] for i in stack] + [first] * pad
             Ws, bs = _stack(padded, lambda job: job.source)
             buffers = (

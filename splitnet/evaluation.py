@@ -19,15 +19,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .model import activation_fn
 from .pieces import Params
-
-_F = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
 @torch.no_grad()
 def stack_logits(stack: Params, activation: str, X: torch.Tensor) -> torch.Tensor:
     """The logits (P, n, C) of a stack [W_1, b_1, ...], W_m: (P, out, in), b_m: (P, out)."""
-    f = _F[activation]
+    f = activation_fn(activation)
     X = torch.as_tensor(X)
     n_layers = len(stack) // 2
     z = X.expand(len(stack[0]), *X.shape)  # (P, n, d), no copy

@@ -19,12 +19,33 @@ quantity belongs to one neuron, so a piece carries those of its neurons (``piece
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
+from .config import ACTIVATIONS as ACTIVATION_NAMES
 from .config import NORMS
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+
+class Activation(NamedTuple):
+    module: type[nn.Module]  # what an MLP stacks
+    fn: Callable[[torch.Tensor], torch.Tensor]  # what a forward over raw parameters calls
+
+
+# The one activation table: every forward over modules or raw parameters looks f up here.
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": Activation(nn.ReLU, torch.relu),
+    "tanh": Activation(nn.Tanh, torch.tanh),
+    "sigmoid": Activation(nn.Sigmoid, torch.sigmoid),
+}
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # config validates the names it lists here
+
+
+def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """f of an activation name; "identity" (a stack's last layer) is the identity."""
+    return (lambda t: t) if name == "identity" else ACTIVATIONS[name].fn
 
 
 class MLP(nn.Sequential):
@@ -34,8 +55,8 @@ class MLP(nn.Sequential):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"MLP sizes={sizes} need an input and an output size, all >= 1")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation={activation!r} is not one of {', '.join(_ACTIVATIONS)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r} is not one of {', '.join(ACTIVATIONS)}")
         if norm not in NORMS:
             raise ValueError(f"norm={norm!r} is not one of {', '.join(NORMS)}")
         bn = norm == "batch"
@@ -46,7 +67,7 @@ class MLP(nn.Sequential):
             if bn:
                 mods.append(nn.BatchNorm1d(b, affine=hidden))
             if hidden:
-                mods.append(_ACTIVATIONS[activation]())
+                mods.append(ACTIVATIONS[activation].module())
         super().__init__(*mods)
         self.sizes = tuple(sizes)
         self.activation = activation
@@ -84,7 +105,7 @@ def build_mlp(sizes, activation: str = "relu", seed: int = 0, norm: str = "none"
         torch.random.set_rng_state(gen_state)
 
 
-_NAMES = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+_NAMES = {a.module: name for name, a in ACTIVATIONS.items()}
 
 
 def parse_sequential(module: nn.Module) -> list[tuple[nn.Linear, str]]:

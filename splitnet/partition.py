@@ -14,6 +14,17 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def ceil_div(a: int, b: int) -> int:
+    """ceil(a / b) for integers, exactly (no float): the number of size-b parts that cover a."""
+    return -(-a // b)
+
+
+def displacements(counts: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Offsets of consecutive parts of the given sizes (MPI's ``displs``): [0, c0, c0+c1, ..]."""
+    counts = np.asarray(counts)
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(counts.dtype, copy=False)
+
+
 def balanced(n: int, k: int) -> tuple[int, int]:
     """(q, r): r parts of q + 1 items and k - r parts of q."""
     if n < 0 or k < 1:

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .config import OUTPUTS, UNHELD
-from .model import MLP
+from .model import MLP, activation_fn
 from .split import Split
 
 Path = Sequence[int]  # one group per hidden layer
@@ -210,13 +210,10 @@ def fold(params: Params, norm: str = "none") -> Params:
     return out
 
 
-_F = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
-
-
 @torch.no_grad()
 def forward(params: Params, activation: str, x: torch.Tensor, norm: str = "none") -> torch.Tensor:
     """The logits of the piece ``params`` (the same ops as ``MLP.forward`` in eval mode)."""
-    f = _F[activation]
+    f = activation_fn(activation)
     params = fold(params, norm)
     n = len(params) // 2
     for m in range(n):

@@ -40,7 +40,7 @@ from .mpi import IN_PLACE, Comm, wtime
 from .parallel import compress as cz
 from .parallel import dataparallel as dp
 from .parallel.tensor_parallel import ChunkedMLP
-from .partition import bounds
+from .partition import bounds, displacements
 from .pieces import (
     Params,
     cut,
@@ -225,7 +225,7 @@ class SplitRun:
                 parts.append(pack(params))
             self.counts = np.array([len(a) for a in parts], np.int64)
             flat = np.concatenate(parts)
-            spec = [flat, self.counts, _displs(self.counts), None]
+            spec = [flat, self.counts, displacements(self.counts), None]
         mine = np.empty(L, np.int64)
         self.meter.Scatter(headers, mine, root=0)
         sizes = [self.pb.sizes[0], *mine.tolist(), self.pb.sizes[-1]]
@@ -240,13 +240,13 @@ class SplitRun:
         recv = spec = None
         if self.rank == 0:
             recv = np.empty(int(self.counts.sum()), np.float32)
-            spec = [recv, self.counts, _displs(self.counts), None]
+            spec = [recv, self.counts, displacements(self.counts), None]
         comm.Gatherv(flat, spec, root=0)
         if self.rank != 0:
             return None
         d_in, d_out = self.pb.sizes[0], self.pb.sizes[-1]
         out = []
-        for path, at, c in zip(self.paths, _displs(self.counts), self.counts, strict=True):
+        for path, at, c in zip(self.paths, displacements(self.counts), self.counts, strict=True):
             sizes = [d_in, *(len(s) for s in piece_neurons(self.split, path)), d_out]
             out.append(unpack(sizes, recv[at : at + c], self.pb.cfg.model.norm))
         return out
@@ -275,10 +275,6 @@ class SplitRun:
         if net is None:
             return None
         return inference_net(net, self.pb.X, self.pb.cfg.split.norm_stats)
-
-
-def _displs(counts: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
 
 class DataParallel:

@@ -47,6 +47,7 @@ from .data import Splits
 from .engines import PieceJob, train_pieces
 from .evaluation import accuracies, stack_accuracies
 from .model import MLP
+from .partition import ceil_div
 from .pieces import (
     Params,
     as_mlp,
@@ -131,7 +132,7 @@ def schedule(cfg: Config, n: int, total_steps: int | None = None) -> tuple[int, 
     if T < 0:
         raise ValueError(f"total_steps={T} must be >= 0")
     E = min(cfg.split.resplit_every or T, T)
-    R = -(-T // E) if E else 1
+    R = ceil_div(T, E) if E else 1
     return T, E, R
 
 

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .partition import ceil_div
+
 
 def batch_order(n: int, epochs: int, seed: int) -> list[torch.Tensor]:
     """One permutation of range(n) per epoch, from a generator seeded with ``seed``."""
@@ -28,7 +30,7 @@ def batch_order(n: int, epochs: int, seed: int) -> list[torch.Tensor]:
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
-    return -(-n // batch_size)
+    return ceil_div(n, batch_size)
 
 
 def check_batchnorm_batches(n: int, batch_size: int, what: str) -> None:
@@ -48,7 +50,7 @@ def minibatches(
     if (epochs is None) == (steps is None):
         raise ValueError(f"give exactly one of epochs={epochs} and steps={steps}")
     if epochs is None:
-        epochs = max(1, -(-steps // steps_per_epoch(n, batch_size)))
+        epochs = max(1, ceil_div(steps, steps_per_epoch(n, batch_size)))
     stream = [
         perm[s : s + batch_size]
         for perm in batch_order(n, epochs, seed)

@@ -37,3 +37,16 @@ def test_groups_check_names_the_layer():
         partition.check_groups([8], 0)
     with pytest.raises(ValueError, match=r"model.hidden=\[\]"):
         partition.check_groups([], 2)
+
+
+def test_ceil_div_and_displacements_match_their_closed_forms():
+    import math
+
+    from splitnet.partition import ceil_div, displacements
+
+    for a in range(0, 40):
+        for b in range(1, 9):
+            assert ceil_div(a, b) == math.ceil(a / b)
+    counts = np.array([3, 0, 5, 2], np.int64)
+    d = displacements(counts)
+    assert d.dtype == np.int64 and d.tolist() == [0, 3, 3, 8]

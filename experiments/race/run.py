@@ -43,6 +43,7 @@ from splitnet.parallel import compress as cz
 from splitnet.parallel import dataparallel as dp
 from splitnet.parallel.costmodel import CostParams, predict
 from splitnet.parallel.tensor_parallel import ChunkedMLP
+from splitnet.partition import ceil_div
 from splitnet.pieces import cut, n_values, pack, piece_neurons, recombine
 from splitnet.rounds import train_rounds
 from splitnet.sgd import sgd
@@ -170,7 +171,7 @@ def bench(cfg: dict, ns: list[int]) -> dict:
     out["dp"], out["piece"], out["tensor"] = {}, {}, {}
     xn, yn = X[:B].numpy(), y[:B].numpy()
     for N in ns:
-        b = -(-B // N)  # the busiest rank's shard
+        b = ceil_div(B, N)  # the busiest rank's shard
 
         def dp_step(b: int = b) -> None:
             dp.local_step(net, X[:b], y[:b], B, None)
@@ -178,7 +179,7 @@ def bench(cfg: dict, ns: list[int]) -> dict:
 
         out["dp"][N] = _time(dp_step, reps, steps)
         if N <= min(hidden):
-            piece = build_mlp([sizes[0], *(-(-h // N) for h in hidden), sizes[-1]])
+            piece = build_mlp([sizes[0], *(ceil_div(h, N) for h in hidden), sizes[-1]])
             out["piece"][N] = _time(lambda p=piece: sgd(p, X, y, idx, lr=lr), reps, 1) / steps
         tp = ChunkedMLP.from_torch(pb.net(), _Solo(N), broadcast=False)
         plan = tp._plan(B)  # the rows other ranks would send: zeros, not uninitialised memory
@@ -243,7 +244,7 @@ def step_time(label: str, N: int, b: dict, p: CostParams, c: object, r: race.Rac
         return b["tensor"][_near(b["tensor"], N)] + fwd + bwd
     # split: E local steps, then a sync at rank 0 (Scatterv and Gatherv go through the root)
     E = T if label == "split one-shot" else r.E
-    n_p = n_values([sizes[0], *(-(-h // N) for h in c.model.hidden), sizes[-1]])
+    n_p = n_values([sizes[0], *(ceil_div(h, N) for h in c.model.hidden), sizes[-1]])
     sync = b["sync"] + 2 * (N - 1) * (p.alpha + 4 * n_p * p.beta)
     return b["piece"][_near(b["piece"], N)] + sync / E
 

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from ..data import load_dataset, three_way_split
 from ..mpi import IN_PLACE, SUM, Comm, abort_on_error, world, wtime
 from ..nets.cnn import CNN
-from ..partition import bounds
+from ..partition import bounds, displacements
 from ..sgd import accuracy
 from . import compress as cz
 from .collectives import ByteCounter, allreduce
@@ -340,7 +340,7 @@ def gather_counts(comm: Comm, count: int) -> np.ndarray:
 def exchange_sparse(comm: Comm, sent: cz.Sparse) -> tuple[np.ndarray, np.ndarray]:
     """Allgatherv indices and values; returns (dense sum in rank order, per-rank counts)."""
     counts = gather_counts(comm, sent.count)  # the 4-byte counts
-    displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    displs = displacements(counts)
     idx = np.empty(counts.sum(), np.int32)
     val = np.empty(counts.sum(), np.float32)
     comm.Allgatherv(sent.indices, [idx, counts, displs, None])

@@ -32,10 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import parse_sequential
+from ..model import activation_fn, parse_sequential
 from ..sgd import minibatches, sgd
 
-_F = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": lambda t: t}
 CRITERIA = ("l2", "l1", "activity")
 Amount = float | int  # a fraction in [0, 1], or a count
 Data = torch.Tensor | np.ndarray
@@ -142,7 +141,7 @@ def neuron_scores(
     scores = []
     with torch.no_grad():
         for _, lin, act in layers:
-            a = _F[act](lin(a))
+            a = activation_fn(act)(lin(a))
             scores.append(a.abs().mean(dim=0))
     return scores
 
@@ -184,7 +183,7 @@ def prune_neurons(
             pre = (
                 lin.bias.detach()[gone] if lin.bias is not None else W[l].new_zeros(int(gone.sum()))
             )
-            c = _F[layers[l][2]](pre)  # constant outputs f(b_j)
+            c = activation_fn(layers[l][2])(pre)  # constant outputs f(b_j)
             if c.any():  # e.g. sigmoid(0) = 0.5
                 folded = W[l + 1][:, gone] @ c
                 b[l + 1] = folded if b[l + 1] is None else b[l + 1] + folded

@@ -46,7 +46,7 @@ from numpy.typing import ArrayLike
 from scipy.special import expit
 from torch import nn
 
-from ..model import parse_sequential
+from ..model import ACTIVATIONS, parse_sequential
 from ..mpi import IN_PLACE, Comm, world
 from ..partition import bounds
 
@@ -67,8 +67,7 @@ _DERIV = {
     "tanh": lambda a: 1 - a * a,
     "sigmoid": lambda a: a * (1 - a),
 }
-_TORCH = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+_ACTIVATIONS = (*ACTIVATIONS, "identity")
 
 
 class _Plan:
@@ -190,7 +189,7 @@ class ChunkedMLP:
                     lin.bias.copy_(torch.from_numpy(b))
             mods.append(lin)
             if act != "identity":
-                mods.append(_TORCH[act]())
+                mods.append(ACTIVATIONS[act].module())
         return nn.Sequential(*mods)
 
     # -- compute ------------------------------------------------------------------------------
