@@ -10,14 +10,14 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .partition import check_groups
+from .validation import Constraint, Each, Interval, OneOf, build, check, coerce
 
 DATASETS = ("digits", "breast_cancer", "wine", "iris", "synthetic", "mnist", "idx")
 STRATEGIES = ("exhaustive", "weights", "activations", "random", "contiguous", "sample", "search")
@@ -143,27 +143,43 @@ LATER_KEYS = {
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "split": SplitConfig, "train": TrainConfig}
 
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Check ``value`` has the type of ``default``; ints are accepted where floats are."""
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            raise ValueError(f"{key} must be a list of integers, got {value!r}")
-        return tuple(value)
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ValueError(f"{key} must be of type {type(default).__name__}, got {value!r}")
-    return value
+# What every value must satisfy (splitnet.validation); rules that tie keys together follow below.
+CONSTRAINTS: dict[str, dict[str, Constraint]] = {
+    "": {"seed": Interval(0, MAX_SEED, "both"), "seeds": Each(Interval(0, MAX_SEED, "both"))},
+    "data": {
+        "name": OneOf(DATASETS),
+        "pretrain_fraction": Interval(0, 1, "neither"),
+        "test_fraction": Interval(0, 1, "neither"),
+        "validation_fraction": Interval(0, 1, "left"),
+    },
+    "model": {
+        "hidden": Each(Interval(1)),
+        "activation": OneOf(ACTIVATIONS),
+        "norm": OneOf(NORMS),
+    },
+    "split": {
+        "norm_stats": OneOf(NORM_STATS),
+        "start": OneOf(SEARCH_STARTS),
+        "strategy": OneOf(STRATEGIES),
+        "variant": OneOf(VARIANTS),
+        "unheld": OneOf(UNHELD),
+        "output": OneOf(OUTPUTS),
+        "piece_scale": OneOf(PIECE_SCALES),
+        "resplit_every": Interval(0),
+        "stitch_steps": Interval(0),
+        "candidates": Interval(1),
+        "stitch_lr": Interval(0),
+    },
+    "train": {
+        "engine": OneOf(ENGINES),
+        "shuffle": OneOf(SHUFFLES),
+        "pretrain_epochs": Interval(0),
+        "piece_epochs": Interval(0),
+        "batch_size": Interval(1),
+        "lr": Interval(0, None, "neither"),
+        "momentum": Interval(0, 1, "left"),
+    },
+}
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
@@ -172,21 +188,11 @@ def from_dict(raw: dict[str, Any]) -> Config:
     top: dict[str, Any] = {}
     for key, value in raw.items():
         if key in _SECTIONS:
-            if not isinstance(value, dict):
-                raise ValueError(f"[{key}] must be a table, got {value!r}")
-            cls = _SECTIONS[key]
-            known = {f.name: f for f in fields(cls)}
-            section = getattr(base, key)
-            kwargs = {}
-            for sub, v in value.items():
-                if sub not in known:
-                    raise ValueError(f"unknown key {key}.{sub} (known: {', '.join(known)})")
-                kwargs[sub] = _coerce(f"{key}.{sub}", v, getattr(section, sub))
-            top[key] = replace(section, **kwargs)
+            top[key] = build(_SECTIONS[key], value, key, getattr(base, key))
         elif key == "seed":
-            top[key] = _coerce("seed", value, 0)
+            top[key] = coerce("seed", value, 0)
         elif key == "seeds":
-            top[key] = _coerce("seeds", value, ())
+            top[key] = coerce("seeds", value, ())
             if len(set(top[key])) != len(top[key]):
                 raise ValueError(f"seeds={list(value)} repeats a seed")
         else:
@@ -196,45 +202,20 @@ def from_dict(raw: dict[str, Any]) -> Config:
     return cfg
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-
-
 def validate(cfg: Config) -> None:
+    """The constraint table, then the rules that tie keys together."""
+    for section, table in CONSTRAINTS.items():
+        check(getattr(cfg, section) if section else cfg, table, section)
     d, m, s, t = cfg.data, cfg.model, cfg.split, cfg.train
-    _choice("data.name", d.name, DATASETS)
-    _choice("model.activation", m.activation, ACTIVATIONS)
-    _choice("model.norm", m.norm, NORMS)
-    _choice("split.norm_stats", s.norm_stats, NORM_STATS)
-    _choice("split.start", s.start, SEARCH_STARTS)
-    _choice("split.strategy", s.strategy, STRATEGIES)
-    _choice("split.variant", s.variant, VARIANTS)
-    _choice("split.unheld", s.unheld, UNHELD)
-    _choice("split.output", s.output, OUTPUTS)
-    _choice("split.piece_scale", s.piece_scale, PIECE_SCALES)
-    for key in ("resplit_every", "stitch_steps"):
-        if getattr(s, key) < 0:
-            raise ValueError(f"split.{key}={getattr(s, key)} must be >= 0")
-    _choice("train.engine", t.engine, ENGINES)
-    _choice("train.shuffle", t.shuffle, SHUFFLES)
     if m.norm == "batch" and t.engine != "loop":
         raise ValueError(
             f"model.norm='batch' with train.engine={t.engine!r}: the batched kernel has no "
             'BatchNorm; set train.engine = "loop"'
         )
-    for key in ("pretrain_fraction", "test_fraction"):
-        v = getattr(d, key)
-        if not 0.0 < v < 1.0:
-            raise ValueError(f"data.{key}={v} must lie in (0, 1)")
-    if not 0.0 <= d.validation_fraction < 1.0:
-        raise ValueError(f"data.validation_fraction={d.validation_fraction} must lie in [0, 1)")
     if s.strategy == "sample" and s.samples < 1:
         raise ValueError(f"split.samples={s.samples} must be >= 1 with split.strategy='sample'")
     if s.strategy == "search" and s.budget < 1:
         raise ValueError(f"split.budget={s.budget} must be >= 1 with split.strategy='search'")
-    if s.candidates < 1:
-        raise ValueError(f"split.candidates={s.candidates} must be >= 1")
     if s.strategy == "search" and d.validation_fraction == 0:
         raise ValueError(
             "split.strategy='search' picks combinations on validation data: set "
@@ -245,29 +226,9 @@ def validate(cfg: Config) -> None:
             raise ValueError("data.name='idx' needs data.path (an IDX directory or a .npz file)")
         if not Path(d.path).exists():
             raise ValueError(f"data.path={d.path!r} does not exist")
-    for i, w in enumerate(m.hidden):
-        if w < 1:
-            raise ValueError(f"model.hidden[{i}]={w} must be >= 1 (model.hidden={list(m.hidden)})")
     check_groups(m.hidden, s.groups)
-    for key in ("pretrain_epochs", "piece_epochs"):
-        if getattr(t, key) < 0:
-            raise ValueError(f"train.{key}={getattr(t, key)} must be >= 0")
-    if t.batch_size < 1:
-        raise ValueError(f"train.batch_size={t.batch_size} must be >= 1")
-    if not (math.isfinite(t.lr) and t.lr > 0):
-        raise ValueError(f"train.lr={t.lr} must be a finite number > 0")
-    if not (math.isfinite(t.momentum) and 0 <= t.momentum < 1):
-        raise ValueError(f"train.momentum={t.momentum} must lie in [0, 1)")
-    if not (math.isfinite(s.stitch_lr) and s.stitch_lr >= 0):
-        raise ValueError(f"split.stitch_lr={s.stitch_lr} must be a finite number >= 0")
-    for key, seed in [("seed", cfg.seed), *((f"seeds[{i}]", v) for i, v in enumerate(cfg.seeds))]:
-        if not 0 <= seed <= MAX_SEED:  # the data split uses seed and seed + 1 as 32-bit states
-            raise ValueError(f"{key}={seed} must lie in [0, {MAX_SEED}] (32-bit seeds)")
     if d.name == "synthetic":
-        if d.n_classes < 2:
-            raise ValueError(f"data.n_classes={d.n_classes} must be >= 2 (synthetic data)")
-        if d.n_features < 2:
-            raise ValueError(f"data.n_features={d.n_features} must be >= 2 (synthetic data)")
+        check(d, {"n_classes": Interval(2), "n_features": Interval(2)}, "data")
         if d.n_samples < 4 * d.n_classes:
             raise ValueError(
                 f"data.n_samples={d.n_samples} must be >= 4 x data.n_classes "

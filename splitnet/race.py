@@ -31,13 +31,14 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from .combinations import Space
-from .config import _coerce, add_arguments, from_dict, read_raw
+from .config import add_arguments, from_dict, read_raw
 from .data import load_splits
 from .mpi import Comm, abort_on_error, world, wtime
 from .parallel import dataparallel as dp
 from .race_methods import RUNNERS, Metered, Problem, evaluate
 from .seeds import remaining_order_seed
 from .sgd import check_batchnorm_batches, minibatches, sgd, steps_per_epoch
+from .validation import coerce
 
 METHODS = ("single", "split", "dataparallel", "tensor")
 SPLIT_MODES = ("one-shot", "rounds")
@@ -84,7 +85,7 @@ def parse_race(raw: dict[str, Any]) -> Race:
                 )
             out[key] = tuple(value)
         else:
-            out[key] = _coerce(f"race.{key}", value, getattr(base, key))
+            out[key] = coerce(f"race.{key}", value, getattr(base, key))
     r = replace(base, **out)
     for key, allowed in (("strategy", STRATEGIES), ("shuffle", SHUFFLES)):
         if getattr(r, key) not in allowed:
