@@ -29,7 +29,7 @@ from . import config as config_mod
 from . import results
 from .combinations import n_combinations, paths_of
 from .config import Config
-from .mpi import Comm, abort_on_error, world
+from .mpi import Comm, abort_on_error, rank0_verdict, world
 
 PIECES_PER_RANK = {"loop": 8, "batched": 512}  # chunk size: pieces each rank trains per chunk
 
@@ -109,39 +109,34 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], Any]:
     Rank 0 also checks the data and opens (locks) the results file here, before any training;
     it returns that ``results.ResultsFile`` beside the verdict (None on the other ranks).
     """
-    verdict, writer = None, None
     if comm.Get_rank() != 0:
         # import torch and scikit-learn while rank 0 checks the input (which imports them too):
         # else the imports run one after the other, 2-3 s of every multi-rank start-up
         from . import experiment  # noqa: F401
-    if comm.Get_rank() == 0:
+
+    def decide() -> tuple[tuple[str, Any], Any]:
+        args = parse_args(argv)
+        cfg = config_mod.load(args.config, args.overrides)
+        todo_range, out = plan(args, cfg)
+        if args.count:
+            return ("count", n_combinations(cfg)), None
+        # scikit-learn loads here, not at import: --help and --count stay instant
+        from .data import load_splits
+
+        load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after set-up
         try:
-            args = parse_args(argv)
-            cfg = config_mod.load(args.config, args.overrides)
-            todo_range, out = plan(args, cfg)
-            if args.count:
-                verdict = ("count", n_combinations(cfg))
-            else:
-                # scikit-learn loads here, not at import: --help and --count stay instant
-                from .data import load_splits
+            from .experiment import file_constants  # torch: only once input is good
 
-                load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after set-up
-                try:
-                    from .experiment import file_constants  # torch: only once input is good
-
-                    shared = file_constants(cfg)
-                    writer = results.open_results(out, cfg.hash(), cfg.to_dict(), shared)
-                except OSError as e:
-                    raise ValueError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
-                except ValueError as e:
-                    raise ValueError(f"--out {e}") from None
-                verdict = ("run", (args, cfg, todo_range, out, writer.done))
-        except SystemExit as e:  # argparse: --help, or an unknown flag (already printed)
-            verdict = ("exit", e.code)
+            shared = file_constants(cfg)
+            writer = results.open_results(out, cfg.hash(), cfg.to_dict(), shared)
+        except OSError as e:
+            raise ValueError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
         except ValueError as e:
-            print(f"splitnet.enumerate: error: {e}", file=sys.stderr)
-            verdict = ("exit", 2)
-    return comm.bcast(verdict, root=0), writer
+            raise ValueError(f"--out {e}") from None
+        return ("run", (args, cfg, todo_range, out, writer.done)), writer
+
+    (kind, payload), writer = rank0_verdict(comm, "splitnet.enumerate", decide)
+    return (payload if kind == "run" else (kind, payload)), writer
 
 
 def pending(

@@ -11,11 +11,14 @@ Convention (mpi4py's): uppercase calls move numpy buffers, lowercase calls pickl
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,3 +128,50 @@ def abort_on_error(comm: Comm | None = None) -> Iterator[Comm]:
         # before it has read the message above (seen under load): give it a moment
         time.sleep(ABORT_GRACE_S)
         comm.Abort(130 if isinstance(e, KeyboardInterrupt) else 1)
+
+
+def rank0_verdict(
+    comm: Comm, prog: str, decide: Callable[[], tuple[Any, Any]]
+) -> tuple[tuple[str, Any], Any]:
+    """Check the input on rank 0 only; every rank gets the same verdict, so none is left waiting.
+
+    ``decide()`` parses and validates, and returns ``(payload, local)``: ``payload`` goes to every
+    rank as ``("run", payload)``, ``local`` (an open file, say) stays on rank 0 (None elsewhere).
+    argparse's exit (``--help``, a bad flag) becomes ``("exit", code)``; a ``ValueError`` is
+    printed once as ``prog: error: ...`` and becomes ``("exit", 2)``.
+    """
+    verdict, local = None, None
+    if comm.Get_rank() == 0:
+        try:
+            payload, local = decide()
+            verdict = ("run", payload)
+        except SystemExit as e:  # argparse: --help or a bad flag (already printed)
+            verdict = ("exit", e.code)
+        except ValueError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            verdict = ("exit", 2)
+    return comm.bcast(verdict, root=0), local
+
+
+def mpiexec_path() -> str | None:
+    """The venv's own mpiexec (the mpich wheel's; a system Open MPI launcher cannot start it)."""
+    here = Path(sys.executable).parent / "mpiexec"
+    return str(here) if here.exists() else shutil.which("mpiexec")
+
+
+def mpiexec_command(n: int, args: Sequence[str]) -> list[str]:
+    """``mpiexec -n N python -m mpi4py ARGS`` (ARGS: ``-m module ...`` or ``script.py ...``):
+    under ``-m mpi4py`` one rank's uncaught exception aborts the job instead of hanging it."""
+    exe = mpiexec_path()
+    if exe is None:
+        raise RuntimeError("no mpiexec next to the interpreter or on PATH (pip install mpich)")
+    return [exe, "-n", str(n), sys.executable, "-m", "mpi4py", *args]
+
+
+def launch(
+    n: int, args: Sequence[str], *, timeout: float | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess:
+    """Run ``mpiexec_command(n, args)`` to the end, one thread per rank (``OMP_NUM_THREADS=1``
+    unless the caller's ``env`` says otherwise); ``kwargs`` go to ``subprocess.run``."""
+    env = {"OMP_NUM_THREADS": "1", **(kwargs.pop("env", None) or os.environ)}
+    return subprocess.run(mpiexec_command(n, args), timeout=timeout, env=env, **kwargs)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from .combinations import Space
 from .config import add_arguments, from_dict, read_raw
 from .data import load_splits
-from .mpi import Comm, abort_on_error, world, wtime
+from .mpi import Comm, abort_on_error, rank0_verdict, world, wtime
 from .parallel import dataparallel as dp
 from .race_methods import RUNNERS, Metered, Problem, evaluate
 from .seeds import remaining_order_seed
@@ -311,31 +311,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], TextIO | None]:
     """Parse and check on rank 0; every rank gets the verdict ("run", ...) or ("exit", code)."""
-    verdict, f = None, None
-    if comm.Get_rank() == 0:
+
+    def decide() -> tuple[Any, TextIO]:
+        args = parse_args(argv)
+        cfg, race = load(args.config, args.overrides, comm.Get_size())
+        load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after start-up
         try:
-            args = parse_args(argv)
-            cfg, race = load(args.config, args.overrides, comm.Get_size())
-            load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after start-up
-            try:
-                dp.check_out(args.out)
-                held = _rows_in(Path(args.out))
-                if held and not args.overwrite:
-                    raise ValueError(
-                        f"--out={args.out!r} already holds {held} rows: pass --overwrite to "
-                        "replace them, or name another file"
-                    )
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                f = open(args.out, "w")  # noqa: SIM115 - held for the whole run, closed in main
-            except OSError as e:
-                raise ValueError(f"--out={args.out!r} is not writable: {e.strerror}") from None
-            verdict = ("run", (args, cfg, race))
-        except SystemExit as e:  # argparse: --help or a bad flag (already printed)
-            verdict = ("exit", e.code)
-        except ValueError as e:
-            print(f"splitnet.race: error: {e}", file=sys.stderr)
-            verdict = ("exit", 2)
-    return comm.bcast(verdict, root=0), f
+            dp.check_out(args.out)
+            held = _rows_in(Path(args.out))
+            if held and not args.overwrite:
+                raise ValueError(
+                    f"--out={args.out!r} already holds {held} rows: pass --overwrite to "
+                    "replace them, or name another file"
+                )
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            f = open(args.out, "w")  # noqa: SIM115 - held for the whole run, closed in main
+        except OSError as e:
+            raise ValueError(f"--out={args.out!r} is not writable: {e.strerror}") from None
+        return (args, cfg, race), f
+
+    return rank0_verdict(comm, "splitnet.race", decide)
 
 
 def _rows_in(path: Path) -> int:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from splitnet.mpi import launch, mpiexec_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,12 +69,6 @@ def run_study(
     )
 
 
-def mpiexec_path() -> str | None:
-    """The venv's own mpiexec (Debian's Open MPI launcher does not work with the mpich wheel)."""
-    here = Path(sys.executable).parent / "mpiexec"
-    return str(here) if here.exists() else shutil.which("mpiexec")
-
-
 def _mpi_skip_reason() -> str | None:
     try:
         from mpi4py import MPI  # noqa: F401
@@ -95,13 +90,12 @@ def run_mpi(
     if reason:
         pytest.skip(reason)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [mpiexec_path(), "-n", str(n), sys.executable, "-m", "mpi4py", *args]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env
+    proc = launch(
+        n, args, capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(cmd)} exited {proc.returncode}\n"
+            f"{' '.join(proc.args)} exited {proc.returncode}\n"
             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
