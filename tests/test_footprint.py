@@ -1,0 +1,27 @@
+"""A net that cannot fit is refused before anything is allocated, naming model.hidden."""
+
+from __future__ import annotations
+
+import pytest
+
+from splitnet import footprint
+from splitnet.model import MLP
+
+
+def test_parameter_count_is_torchs():
+    sizes = [64, 7, 5, 10]
+    assert footprint.n_parameters(sizes) == sum(p.numel() for p in MLP(sizes).parameters())
+    assert footprint.least_bytes(sizes) == 2 * 4 * footprint.n_parameters(sizes)
+
+
+def test_a_net_wider_than_memory_is_refused_with_the_estimate():
+    sizes = [784, 200_000, 200_000, 10]  # 4.0e10 parameters: 320 GB of weights + gradients
+    with pytest.raises(ValueError, match=r"model.hidden=\[200000, 200000\] needs at least 29") as e:
+        footprint.check_fits(sizes, available=24 * 2**30)
+    assert "24.0 GiB available" in str(e.value) and "40,159,200,010 parameters" in str(e.value)
+    footprint.check_fits([784, 1024, 1024, 10], available=24 * 2**30)  # 1.8 M parameters: fits
+
+
+def test_available_memory_is_read():
+    have = footprint.available_bytes()
+    assert 2**20 < have < 2**50
