@@ -1,6 +1,6 @@
 """Depthwise-separable convolution: counts against MobileNet's closed forms and the seed-002 notes.
 
-The notes (seed 002) use two notations:
+The lecture notes use two notations:
 
 * MobileNet block: K = 5, N = M = 1024 *channels*; weights I = K*K*N*M = 26,214,400 against
   II = K*K*N + N*M = 25,600 + 1,048,576 = 1,074,176 (the notes' "II: N*M*K + N*M*K" line is

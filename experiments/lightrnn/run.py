@@ -1,4 +1,4 @@
-"""LightRNN vs a standard embedding on the Python documentation (seed 002).
+"""LightRNN vs a standard embedding on the Python documentation (the lecture notes' LightRNN).
 
     python experiments/lightrnn/run.py experiments/lightrnn/config.toml   # ~3 min, one core
     python experiments/lightrnn/run.py experiments/lightrnn/config.toml --figures

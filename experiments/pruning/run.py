@@ -1,4 +1,4 @@
-"""Pruning study (seeds 000/001): accuracy and predict time against the fraction pruned.
+"""Pruning study (the MPI NN slides): accuracy and predict time against the fraction pruned.
 
     python experiments/pruning/run.py experiments/pruning/config.toml   # ~1 min
     python experiments/pruning/run.py experiments/pruning/config.toml --figures

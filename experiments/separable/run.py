@@ -1,4 +1,4 @@
-"""Depthwise-separable vs standard convolution in the seed-003 CNN, on digits (seed 002, MobileNet).
+"""Depthwise-separable (MobileNet) vs standard convolution in the progress report's CNN, digits.
 
     python experiments/separable/run.py experiments/separable/config.toml    # ~35 s
     python experiments/separable/run.py experiments/separable/config.toml --figures

@@ -1,4 +1,4 @@
-"""The report's MNIST CNN (seed 003) and MobileNet's depthwise-separable convolution (seed 002).
+"""The progress report's MNIST CNN and the lecture notes' depthwise-separable convolution.
 
 CNN (2 conv, 2 max-pool, 2 dense, 1 dropout)::
 

@@ -1,4 +1,4 @@
-"""LightRNN (seed 002; Li et al., NeurIPS 2016): a 2-component shared embedding for language models.
+"""LightRNN (Li et al., NeurIPS 2016; lecture notes): a 2-component shared embedding for LMs.
 
 Every word w of a vocabulary of V words sits in one cell (r(w), c(w)) of a B x B table,
 B = ceil(sqrt(V)). Words in row i share the row vector R[i], words in column j share C[j]::

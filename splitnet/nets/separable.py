@@ -1,4 +1,4 @@
-"""What a depthwise-separable convolution saves (seed 002, MobileNet), measured on a net.
+"""What a depthwise-separable (MobileNet) convolution saves, measured on a net.
 
 For a k x k convolution from N to M channels over a D_F x D_F output map (stride 1)::
 

@@ -1,4 +1,4 @@
-"""Allreduce three ways, over point-to-point messages on numpy buffers (seed 002).
+"""Allreduce three ways, over point-to-point messages on numpy buffers (the lecture notes' three).
 
 Every rank holds a vector ``x_r`` of K values; afterwards every rank holds ``sum_r x_r``.
 With N ranks and K values (``n_bytes = K * itemsize``):

@@ -1,4 +1,4 @@
-"""Threshold gradient sparsification (seed 003) and its byte accounting.
+"""Threshold gradient sparsification (the progress report's) and its byte accounting.
 
 Every rule acts on one flat float32 vector per rank: all parameters' gradients concatenated in
 ``model.parameters()`` order, so thresholds are **global** over the whole model, never

@@ -1,4 +1,4 @@
-"""Pruning of connections (single weights) and of neurons (whole rows), seeds 000/001.
+"""Pruning of connections (single weights) and of neurons (whole rows), as in the MPI NN slides.
 
 Connections. For a weight matrix W (or all of them, ``scope="global"``) prune the k smallest
 ``|w_ij|``, ``k = round(amount * n)`` for a float amount (an int is a count), i.e. set them to 0.

@@ -2,7 +2,7 @@
 
 Run the check: ``mpiexec -n 4 python -m mpi4py tests/mpi_scripts/tp_check.py``.
 
-The partition (seeds 000/001, written Megatron-style). Layer l computes, for a batch X::
+The partition (the MPI NN slides', written Megatron-style). Layer l computes, for a batch X::
 
     Y = f(X W^T + b),    W = [W_0; W_1; ...; W_{p-1}]  (stacked by output rows),  b = [b_0; ...]
 
