@@ -30,7 +30,15 @@ from .batched import MIN_COLUMNS, stack_params, train_stack
 from .config import ENGINES
 from .model import MLP
 from .partition import ceil_div
-from .pieces import Params, as_mlp, cut, dropout_factors, layout_of, params_of, scale_for_dropout
+from .pieces import (
+    Params,
+    as_mlp,
+    dropout_factors,
+    layout_of,
+    params_of,
+    piece_params,
+    scale_for_dropout,
+)
 from .sgd import sgd
 
 MAX_STACK = 1024  # pieces trained together; larger job lists are split into several stacks
@@ -82,7 +90,7 @@ def train_pieces(
 
 def _train_one(job: PieceJob, X, y, streams, steps, lr, momentum) -> TrainedPiece:
     t0 = time.perf_counter()
-    params = cut(job.source, job.neurons)
+    params = piece_params(job.source, job.neurons)
     if job.dropout_scale:
         scale_for_dropout(params, dropout_factors(job.source, job.neurons))
     model = as_mlp(params, job.source.activation, job.source.norm)
@@ -90,7 +98,9 @@ def _train_one(job: PieceJob, X, y, streams, steps, lr, momentum) -> TrainedPiec
     lay = layout_of(job.source)
     buffers = None
     if job.buffers is not None:
-        buffers = [b for e, b in zip(lay, cut(job.buffers, job.neurons), strict=True) if e.param]
+        buffers = [
+            b for e, b in zip(lay, piece_params(job.buffers, job.neurons), strict=True) if e.param
+        ]
     lo, hi = steps
     run = sgd(
         model, X, y, streams[job.order_seed][lo:hi], lr=lr, momentum=momentum, buffers=buffers
