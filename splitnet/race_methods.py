@@ -50,11 +50,10 @@ from .pieces import (
     pack,
     piece_neurons,
     piece_params,
-    recombine,
     scale_for_dropout,
     unpack,
-    unscale_recombined,
 )
+from .rounds import recombined_net
 from .seeds import init_seed, piece_order_seed
 from .sgd import accuracy, minibatches, sgd
 from .split import split_for
@@ -252,11 +251,7 @@ class SplitRun:
         return out
 
     def _recombined(self, pieces: list[Params]) -> nn.Module:
-        s = self.pb.cfg.split
-        net = recombine(self.ref, self.split, self.paths, pieces, unheld=s.unheld, output=s.output)
-        if self.dropout:
-            unscale_recombined(net, self.split, self.paths)
-        return net
+        return recombined_net(self.ref, self.split, self.paths, pieces, self.pb.cfg)
 
     def _collect(self) -> None:
         pieces = self._gather(self.meter)
