@@ -46,6 +46,8 @@ MAX_STACK = 1024  # pieces trained together; larger job lists are split into sev
 
 @dataclass(frozen=True)
 class PieceJob:
+    """One piece to train: the net it is cut from, its neurons, its stream, its buffers."""
+
     source: MLP  # the net the piece is cut from
     neurons: tuple[np.ndarray, ...]  # S_l of every hidden layer
     order_seed: int  # its minibatch stream: streams[order_seed]
@@ -55,6 +57,8 @@ class PieceJob:
 
 @dataclass
 class TrainedPiece:
+    """A trained piece: its ``Params``, its momentum buffers and its training time."""
+
     params: Params
     buffers: Params | None  # momentum buffers after training (None: momentum 0)
     seconds: float

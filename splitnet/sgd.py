@@ -83,6 +83,8 @@ def _sgd_step(
 
 @dataclass
 class SGDRun:
+    """What ``sgd`` leaves besides the trained model: the losses and the momentum buffers."""
+
     losses: list[float]  # the mean loss of every step
     buffers: list[torch.Tensor] | None  # momentum buffers after the last step (None: momentum 0)
 

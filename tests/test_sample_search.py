@@ -1,5 +1,5 @@
 """Spaces too big to enumerate: the validation split, uniform samples, the DKW / Clopper-Pearson
-summary and the search (issue 13)."""
+summary and the search."""
 
 from __future__ import annotations
 
