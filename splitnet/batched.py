@@ -48,7 +48,7 @@ INPUTS = 4
 def stack_params(net: MLP, neurons: Sequence[Sequence[np.ndarray]]) -> tuple[list, list]:
     """Ws, bs of the pieces whose hidden neurons are ``neurons[p] = [S_1, .., S_L]`` (same sizes).
 
-    The slicing of ``pieces.cut``: W_1[S_1, :], W_l[S_l, S_{l-1}], W_out[:, S_L], b_l[S_l].
+    The slicing of ``pieces.piece_params``: W_1[S_1, :], W_l[S_l, S_{l-1}], W_out[:, S_L], b_l[S_l].
     """
     lins = net.linears
     idx = [torch.as_tensor(np.stack([n[l] for n in neurons])) for l in range(len(lins) - 1)]

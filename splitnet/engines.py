@@ -30,7 +30,15 @@ from .batched import MIN_COLUMNS, stack_params, train_stack
 from .config import ENGINES
 from .model import MLP
 from .partition import ceil_div
-from .pieces import Params, as_mlp, cut, dropout_factors, layout_of, params_of, scale_for_dropout
+from .pieces import (
+    Params,
+    as_mlp,
+    dropout_factors,
+    layout_of,
+    params_of,
+    piece_params,
+    scale_for_dropout,
+)
 from .sgd import sgd
 
 MAX_STACK = 1024  # pieces trained together; larger job lists are split into several stacks
@@ -38,6 +46,8 @@ MAX_STACK = 1024  # pieces trained together; larger job lists are split into sev
 
 @dataclass(frozen=True)
 class PieceJob:
+    """One piece to train: the net it is cut from, its neurons, its stream, its buffers."""
+
     source: MLP  # the net the piece is cut from
     neurons: tuple[np.ndarray, ...]  # S_l of every hidden layer
     order_seed: int  # its minibatch stream: streams[order_seed]
@@ -47,6 +57,8 @@ class PieceJob:
 
 @dataclass
 class TrainedPiece:
+    """A trained piece: its ``Params``, its momentum buffers and its training time."""
+
     params: Params
     buffers: Params | None  # momentum buffers after training (None: momentum 0)
     seconds: float
@@ -82,7 +94,7 @@ def train_pieces(
 
 def _train_one(job: PieceJob, X, y, streams, steps, lr, momentum) -> TrainedPiece:
     t0 = time.perf_counter()
-    params = cut(job.source, job.neurons)
+    params = piece_params(job.source, job.neurons)
     if job.dropout_scale:
         scale_for_dropout(params, dropout_factors(job.source, job.neurons))
     model = as_mlp(params, job.source.activation, job.source.norm)
@@ -90,7 +102,9 @@ def _train_one(job: PieceJob, X, y, streams, steps, lr, momentum) -> TrainedPiec
     lay = layout_of(job.source)
     buffers = None
     if job.buffers is not None:
-        buffers = [b for e, b in zip(lay, cut(job.buffers, job.neurons), strict=True) if e.param]
+        buffers = [
+            b for e, b in zip(lay, piece_params(job.buffers, job.neurons), strict=True) if e.param
+        ]
     lo, hi = steps
     run = sgd(
         model, X, y, streams[job.order_seed][lo:hi], lr=lr, momentum=momentum, buffers=buffers

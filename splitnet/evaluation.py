@@ -7,8 +7,9 @@ Nets of equal layer shapes are stacked, W_m: (P, out, in), and run as one comput
     accuracy_p = mean_i [argmax_j z_{L+1}[p, i, j] = y_i]
 
 The ensemble of a combination is sum_p piece_p(x) in path order (``pieces.ensemble_logits``).
-The numbers equal the per-net evaluation (``sgd.accuracy``; tests/test_evaluation.py compares
-every row of the default experiment).
+These are the stacked twins of ``sgd.accuracy``, speed only: every accuracy is its
+``sgd.argmax_accuracies`` of the logits, so the numbers equal the per-net evaluation
+(tests/test_evaluation.py compares every row of the default experiment).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from .model import activation_fn
 from .pieces import Params
+from .sgd import argmax_accuracies
 
 
 @torch.no_grad()
@@ -38,7 +39,9 @@ def stack_logits(stack: Params, activation: str, X: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def stacked_logits(nets: Sequence[Params], activation: str, X: torch.Tensor) -> list[torch.Tensor]:
+def _logits_by_shape(
+    nets: Sequence[Params], activation: str, X: torch.Tensor
+) -> list[torch.Tensor]:
     """The logits (n, C) of every net in ``nets``, computed a stack of equal shapes at a time."""
     by_shape: dict[tuple, list[int]] = defaultdict(list)
     for i, p in enumerate(nets):
@@ -52,25 +55,15 @@ def stacked_logits(nets: Sequence[Params], activation: str, X: torch.Tensor) -> 
     return out
 
 
-def accuracy_of(logits: torch.Tensor, y: np.ndarray) -> float:
-    """Fraction of rows whose argmax logit is the label (``sgd.accuracy``'s formula)."""
-    return float((logits.argmax(1).numpy() == np.asarray(y)).mean())
-
-
 def stack_accuracies(stack: Params, activation: str, X, y) -> list[float]:
-    """``accuracy_of`` of every net of a stack in one pass."""
-    return _accuracies_of(stack_logits(stack, activation, X), y)
-
-
-def _accuracies_of(logits: torch.Tensor, y: np.ndarray) -> list[float]:
-    """``accuracy_of`` of every (n, C) slice of ``logits`` (N, n, C): hits / n, an exact count
-    over an exact count, so the float of numpy's mean of the hit mask."""
-    hits = logits.argmax(2) == torch.as_tensor(np.asarray(y))
-    return [h / len(y) for h in hits.sum(1).tolist()]
+    """The accuracy of every net of a stack (``stack_logits``) in one pass."""
+    return argmax_accuracies(stack_logits(stack, activation, X), y)
 
 
 def accuracies(nets: Sequence[Params], activation: str, X, y) -> list[float]:
-    return [accuracy_of(z, y) for z in stacked_logits(nets, activation, X)]
+    """The accuracy of every net of ``nets`` (plain ``Params``), a stack of equal shapes at a
+    time."""
+    return [argmax_accuracies(z, y)[0] for z in _logits_by_shape(nets, activation, X)]
 
 
 def piece_and_ensemble_accuracies(
@@ -87,10 +80,10 @@ def piece_and_ensemble_accuracies(
         total = z[:, 0]
         for q in range(1, k):
             total = total + z[:, q]
-        acc = _accuracies_of(z.flatten(0, 1), y)
-        ens = _accuracies_of(total, y)
+        acc = argmax_accuracies(z, y)  # combination-major, as ``flat``
+        ens = argmax_accuracies(total, y)
         return [(acc[i * k : (i + 1) * k], ens[i]) for i in range(len(pieces))]
-    logits = stacked_logits(flat, activation, X)
+    logits = _logits_by_shape(flat, activation, X)
     out, at = [], 0
     for ps in pieces:
         mine = logits[at : at + len(ps)]
@@ -98,7 +91,8 @@ def piece_and_ensemble_accuracies(
         total = mine[0]
         for z in mine[1:]:
             total = total + z
-        out.append(([accuracy_of(z, y) for z in mine], accuracy_of(total, y)))
+        accs = [argmax_accuracies(z, y)[0] for z in mine]
+        out.append((accs, argmax_accuracies(total, y)[0]))
     return out
 
 

@@ -39,6 +39,10 @@ from .sgd import accuracy, check_batchnorm_batches, train
 
 @dataclass
 class Prepared:
+    """One run's fixed part, computed once and shared by all its combinations: the config, the
+    data, the pretrained net (the one that is split), its and the baseline's accuracies, and the
+    space of combinations."""
+
     config: Config  # the single-seed config of this run
     data: Splits
     pretrained: MLP

@@ -30,6 +30,8 @@ from .config import NORMS
 
 
 class Activation(NamedTuple):
+    """One activation two ways: the module an MLP stacks and the function of a raw forward."""
+
     module: type[nn.Module]  # what an MLP stacks
     fn: Callable[[torch.Tensor], torch.Tensor]  # what a forward over raw parameters calls
 
@@ -49,6 +51,10 @@ def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 class MLP(nn.Sequential):
+    """The net that gets split: ``sizes`` = [d_in, h_1, ..., h_L, d_out]; Linear, activation, ...
+    (``norm="batch"``: Linear without bias, BatchNorm1d, activation; an affine-free BatchNorm on
+    the logits). ``linears`` and ``norms`` list its layers in order."""
+
     def __init__(
         self, sizes: list[int] | tuple[int, ...], activation: str = "relu", norm: str = "none"
     ):

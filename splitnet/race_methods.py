@@ -43,18 +43,17 @@ from .parallel.tensor_parallel import ChunkedMLP
 from .partition import bounds, displacements
 from .pieces import (
     Params,
-    cut,
+    as_mlp,
     dropout_factors,
     inference_net,
     n_values,
     pack,
     piece_neurons,
-    recombine,
+    piece_params,
     scale_for_dropout,
     unpack,
-    unscale_recombined,
 )
-from .pieces import as_mlp as piece_mlp
+from .rounds import recombined_net
 from .seeds import init_seed, piece_order_seed
 from .sgd import accuracy, minibatches, sgd
 from .split import split_for
@@ -218,7 +217,7 @@ class SplitRun:
             parts = []
             for p, path in enumerate(self.paths):
                 neurons = piece_neurons(self.split, path)
-                params = cut(self.ref, neurons)
+                params = piece_params(self.ref, neurons)
                 if self.dropout:
                     scale_for_dropout(params, dropout_factors(self.ref, neurons))
                 headers[p] = [len(s) for s in neurons]
@@ -232,7 +231,7 @@ class SplitRun:
         norm = cfg.model.norm
         buf = np.empty(n_values(sizes, norm), np.float32)
         self.meter.Scatterv(spec, buf, root=0)
-        self.piece = piece_mlp(unpack(sizes, buf, norm), cfg.model.activation, norm)
+        self.piece = as_mlp(unpack(sizes, buf, norm), cfg.model.activation, norm)
 
     def _gather(self, comm: Comm) -> list[Params] | None:
         """Every piece on rank 0 (Gatherv), unpacked in path order."""
@@ -252,11 +251,7 @@ class SplitRun:
         return out
 
     def _recombined(self, pieces: list[Params]) -> nn.Module:
-        s = self.pb.cfg.split
-        net = recombine(self.ref, self.split, self.paths, pieces, unheld=s.unheld, output=s.output)
-        if self.dropout:
-            unscale_recombined(net, self.split, self.paths)
-        return net
+        return recombined_net(self.ref, self.split, self.paths, pieces, self.pb.cfg)
 
     def _collect(self) -> None:
         pieces = self._gather(self.meter)

@@ -1,4 +1,5 @@
-"""The one SGD loop and the one accuracy. Everything that trains a net calls ``sgd``.
+"""The one SGD loop and the one accuracy. Everything that trains a net calls ``sgd``; everything
+that scores one calls ``accuracy`` (or its stacked twins in ``evaluation``).
 
     for idx in batches:                     # minibatch index tensors, in order
         g = d CE(model(X[idx]), y[idx]) / d theta
@@ -82,6 +83,8 @@ def _sgd_step(
 
 @dataclass
 class SGDRun:
+    """What ``sgd`` leaves besides the trained model: the losses and the momentum buffers."""
+
     losses: list[float]  # the mean loss of every step
     buffers: list[torch.Tensor] | None  # momentum buffers after the last step (None: momentum 0)
 
@@ -172,14 +175,25 @@ def train(
     ]
 
 
+def argmax_accuracies(logits: torch.Tensor, y: torch.Tensor | np.ndarray) -> list[float]:
+    """The accuracy of every (n, C) slice of ``logits`` (..., n, C), flattened over the leading
+    dims: mean_i [argmax_j z[i, j] = y_i] as hits / n, an exact count over an exact count (the
+    float numpy's mean of the hit mask gives). The one argmax-compare of the package."""
+    y = torch.as_tensor(np.asarray(y))
+    hits = (logits.argmax(-1) == y).sum(-1).reshape(-1)
+    n = len(y)
+    return [h / n if n else float("nan") for h in hits.tolist()]
+
+
 @torch.no_grad()
 def accuracy(
     model: Callable[[torch.Tensor], torch.Tensor],
     X: torch.Tensor | np.ndarray,
     y: torch.Tensor | np.ndarray,
 ) -> float:
-    """Fraction of rows whose argmax logit is the label; ``model`` is a net or any logit map."""
+    """Fraction of rows whose argmax logit is the label; ``model`` is a net (put in eval mode)
+    or any logit map; ``X`` and ``y`` are tensors or numpy arrays. The one accuracy of a net
+    (``evaluation`` holds its stacked twins)."""
     if isinstance(model, nn.Module):
         model.eval()
-    pred = model(torch.as_tensor(X)).argmax(1).numpy()
-    return float((pred == np.asarray(y)).mean())
+    return argmax_accuracies(model(torch.as_tensor(X)), y)[0]

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from .model import MLP
-from .pieces import Path, held_counts, layout_of
+from .pieces import GroupPath, held_counts, layout_of
 from .sgd import minibatches, sgd
 from .split import Split
 
 
 def stitch_masks(
-    net: MLP, split: Split, paths: Sequence[Path], *, output: bool = True
+    net: MLP, split: Split, paths: Sequence[GroupPath], *, output: bool = True
 ) -> list[torch.Tensor]:
     """Float 0/1 masks, one per parameter (``net.parameters()`` order): the entries trained."""
     masks = []
@@ -45,7 +45,7 @@ def stitch_masks(
 def stitch(
     net: MLP,
     split: Split,
-    paths: Sequence[Path],
+    paths: Sequence[GroupPath],
     data: tuple[np.ndarray, np.ndarray],
     *,
     steps: int,

@@ -14,7 +14,7 @@ from splitnet import config, experiment
 from splitnet.combinations import space_of
 from splitnet.engines import PieceJob, train_pieces
 from splitnet.model import build_mlp
-from splitnet.pieces import as_mlp, cut, params_of, piece_neurons
+from splitnet.pieces import as_mlp, params_of, piece_neurons, piece_params
 from splitnet.rounds import train_rounds
 from splitnet.sgd import minibatches
 
@@ -204,7 +204,7 @@ def test_zero_steps_returns_the_cut_pieces(preps, engine):
     prep = with_settings(preps("[4,4]", "relu"))
     jobs = _jobs(prep, [2])
     for job, t in zip(jobs, _train(prep, jobs, engine=engine, steps=0), strict=True):
-        assert all(map(torch.equal, t.params, cut(prep.pretrained, job.neurons)))
+        assert all(map(torch.equal, t.params, piece_params(prep.pretrained, job.neurons)))
 
 
 def test_unknown_engine_is_named(preps):
@@ -221,7 +221,7 @@ def test_loop_engine_is_sgd_on_the_cut_piece(preps):
     got = _train(prep, [job], engine="loop")[0]
     ref = experiment.MLP(prep.pretrained.sizes[:1] + (2, 2) + prep.pretrained.sizes[-1:])
     with torch.no_grad():
-        for p, v in zip(ref.parameters(), cut(prep.pretrained, job.neurons), strict=True):
+        for p, v in zip(ref.parameters(), piece_params(prep.pretrained, job.neurons), strict=True):
             p.copy_(v)
     opt = torch.optim.SGD(ref.parameters(), lr=0.05)
     for idx in minibatches(len(X), 32, 0, steps=40):

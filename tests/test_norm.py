@@ -24,7 +24,6 @@ from splitnet.engines import PieceJob, train_pieces
 from splitnet.model import MLP, build_mlp
 from splitnet.pieces import (
     as_mlp,
-    cut,
     extract,
     fold,
     forward,
@@ -33,6 +32,7 @@ from splitnet.pieces import (
     pack,
     params_of,
     piece_neurons,
+    piece_params,
     recombine,
     restat,
     unpack,
@@ -143,7 +143,7 @@ def test_cut_and_recombine_equal_ist_s_partition_and_flush():
         labels[idx.numpy()] = g
     split, P = [labels], paths("straight", 1, k)
     # our pieces keep the neurons sorted, IST's parts the shuffled order: compare by neuron
-    ours = [cut(net, piece_neurons(split, p)) for p in P]
+    ours = [piece_params(net, piece_neurons(split, p)) for p in P]
     for p, part, idx in zip(ours, ist_partition(net, index_lists), index_lists, strict=True):
         order = torch.argsort(idx)  # IST's part rows -> sorted neuron order
         W1, g1, b1, _, _, W2, _, _ = p

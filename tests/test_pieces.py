@@ -8,14 +8,14 @@ from splitnet.combinations import Space, paths
 from splitnet.model import build_mlp
 from splitnet.pieces import (
     as_mlp,
-    coverage,
-    cut,
     extract,
     forward,
+    hidden_held_counts,
     masked_forward,
     pack,
     params_of,
     piece_neurons,
+    piece_params,
     recombine,
     unpack,
 )
@@ -63,7 +63,10 @@ def test_recombine_is_the_entrywise_mean_by_brute_force(variant, unheld):
     P = paths(variant, 2, 3)
     gen = torch.Generator().manual_seed(1)
     pieces = [
-        [t + torch.randn(t.shape, generator=gen) for t in cut(net, piece_neurons(split, p))]
+        [
+            t + torch.randn(t.shape, generator=gen)
+            for t in piece_params(net, piece_neurons(split, p))
+        ]
         for p in P
     ]
     got = recombine(net, split, P, pieces, unheld=unheld)
@@ -97,20 +100,20 @@ def test_piece_forward_equals_masked_full_net(net, path):
 
 
 def test_coverage_of_variants(net):
-    straight = coverage(net, SPLIT_K2, paths("straight", 3, 2))
+    straight = hidden_held_counts(net, SPLIT_K2, paths("straight", 3, 2))
     for l, c in enumerate(straight):  # exactly the diagonal blocks
         same = SPLIT_K2[l + 1][:, None] == SPLIT_K2[l][None, :]
         assert np.array_equal(c, same.astype(int))
-    for c in coverage(net, SPLIT_K2, paths("alternating", 3, 2)):
+    for c in hidden_held_counts(net, SPLIT_K2, paths("alternating", 3, 2)):
         assert np.all(c == 1)  # every hidden-to-hidden weight trained by exactly one piece
-    for c in coverage(net, SPLIT_K2, paths("all-paths", 3, 2)):
+    for c in hidden_held_counts(net, SPLIT_K2, paths("all-paths", 3, 2)):
         assert np.all(c >= 1)
 
 
 def test_alternating_covers_every_weight_exactly_once_for_k3():
     net = build_mlp([4, 6, 6, 6, 2], seed=0)
     split = Space((6, 6, 6), 3, "alternating").split_at(123)
-    for c in coverage(net, split, paths("alternating", 3, 3)):
+    for c in hidden_held_counts(net, split, paths("alternating", 3, 3)):
         assert np.all(c == 1)
 
 
@@ -149,7 +152,7 @@ def test_recombine_rejects_a_bad_output_naming_it(net):
 def test_functional_forward_is_the_modules_forward_bitwise(net, path):
     x = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
     piece = extract(net, SPLIT_K2, path)
-    params = cut(net, piece_neurons(SPLIT_K2, path))
+    params = piece_params(net, piece_neurons(SPLIT_K2, path))
     assert all(map(torch.equal, params, params_of(piece)))
     with torch.no_grad():
         assert torch.equal(forward(params, net.activation, x), piece(x))

@@ -144,7 +144,8 @@ def test_bytes_closed_form():
 
 
 def test_random_resplits_differ_per_draw_and_per_round(prep):
-    """Before: the round seed ignored the combination, so every draw was the same run."""
+    """Every draw (combination) and every round of the random strategy splits anew: the round
+    seed derives from the combination and the round."""
     res = _rounds(prep, [0, 1, 2], strategy="random", resplit_every=13)
     finals = [tuple(np.concatenate(r.split)) for r in res]
     assert len(set(finals)) == 3

@@ -16,11 +16,11 @@ from splitnet.combinations import Space, paths
 from splitnet.evaluation import accuracies, piece_and_ensemble_accuracies, stack_accuracies
 from splitnet.model import build_mlp
 from splitnet.pieces import (
-    cut,
     ensemble_logits,
     forward,
     params_of,
     piece_neurons,
+    piece_params,
     recombine,
     recombine_stacked,
 )
@@ -31,7 +31,9 @@ from splitnet.split import cut_fraction, hidden_weights
 def _trained_like(net, split, path, seed):
     """A piece of ``net`` with perturbed values (as if trained)."""
     g = torch.Generator().manual_seed(seed)
-    return [t + torch.randn(t.shape, generator=g) for t in cut(net, piece_neurons(split, path))]
+    return [
+        t + torch.randn(t.shape, generator=g) for t in piece_params(net, piece_neurons(split, path))
+    ]
 
 
 @pytest.mark.parametrize("unheld", ["pretrained", "zero"])

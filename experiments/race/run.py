@@ -44,7 +44,7 @@ from splitnet.parallel import dataparallel as dp
 from splitnet.parallel.costmodel import CostParams, predict
 from splitnet.parallel.tensor_parallel import ChunkedMLP
 from splitnet.partition import ceil_div
-from splitnet.pieces import cut, n_values, pack, piece_neurons, recombine
+from splitnet.pieces import n_values, pack, piece_neurons, piece_params, recombine
 from splitnet.rounds import train_rounds
 from splitnet.sgd import sgd
 from splitnet.split import random_split
@@ -163,7 +163,7 @@ def bench(cfg: dict, ns: list[int]) -> dict:
     paths = [(0,) * len(hidden), (1,) * len(hidden)]
 
     def sync() -> None:  # rank 0 per round: split, cut + pack, recombine
-        pieces = [cut(net, piece_neurons(split2, q)) for q in paths]
+        pieces = [piece_params(net, piece_neurons(split2, q)) for q in paths]
         [pack(q) for q in pieces]
         recombine(net, split2, paths, pieces)
 
