@@ -130,7 +130,9 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], Any]:
                     from .experiment import file_constants  # torch: only once input is good
 
                     shared = file_constants(cfg)
-                    writer = results.open_results(out, cfg.hash(), cfg.to_dict(), shared)
+                    writer = results.open_results(
+                        out, cfg.to_dict(), results.DRIVER, shared=shared, keep_rows=False
+                    )
                 except OSError as e:
                     raise ValueError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
                 except ValueError as e:
@@ -265,7 +267,7 @@ def _chunk(
     """
     rank, size = comm.Get_rank(), comm.Get_size()
     rows = experiment.run_combinations(prep, combos[rank::size])
-    mine = [(r["combination"], results.ResultsFile.encode(r)) for r in rows]
+    mine = [(r["combination"], results.DRIVER.encode(r)) for r in rows]
     if rank != 0:
         sends.send(mine, tag=ROWS_TAG)
         return None
@@ -299,7 +301,7 @@ def _search(prep: Any, seed: int, out: Path, comm: Comm, writer: Any, bar: tqdm)
 
     for rows in search.steps(prep, recorded, evaluate):
         if rank == 0:
-            writer.append([results.ResultsFile.encode(r) for r in rows])
+            writer.append([results.DRIVER.encode(r) for r in rows])
             bar.update(len(rows))
 
 
