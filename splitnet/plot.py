@@ -181,6 +181,8 @@ def plot(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m splitnet.plot``: one results file (and ``--mark`` files) to a figure; prints
+    the numbers; exit 2 with one line on bad input."""
     ap = argparse.ArgumentParser(
         prog="python -m splitnet.plot",
         description=__doc__,

@@ -81,9 +81,11 @@ class Layout:
     key_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def key_of(self, row: dict) -> tuple:
+        """The row's key: its ``key`` fields, in order."""
         return tuple(row[k] if k in row else self.key_defaults[k] for k in self.key)
 
     def describe(self, key: tuple) -> str:
+        """A key in words for messages: "seed 0, combination 3"."""
         return ", ".join(f"{name} {value!r}" for name, value in zip(self.key, key, strict=True))
 
     def compact(self, row: dict) -> dict:
@@ -248,6 +250,7 @@ class ResultsFile:
         append_lines(self.file, lines)
 
     def close(self) -> None:
+        """Close the file and release the lock."""
         self.file.close()
         self.lock.close()  # releases the lock
 
@@ -329,6 +332,7 @@ def append_lines(f: BinaryIO, lines: list[bytes]) -> None:
 
 
 def append_rows(f: BinaryIO, rows: list[dict]) -> None:
+    """``append_lines`` of whole rows, as they are (no sidecar layout, no key check)."""
     append_lines(f, [encode_row(r) for r in rows])
 
 
@@ -386,6 +390,8 @@ def run_seeds_of(rows: list[dict]) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m splitnet.results``: merge, check (``analysis.row_counts``), summary
+    (``analysis.space_summary``); exit 2 with one line on bad input, 1 when check finds gaps."""
     ap = argparse.ArgumentParser(
         prog="python -m splitnet.results",
         description=__doc__,

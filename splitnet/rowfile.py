@@ -32,6 +32,7 @@ def resolve(path: str | Path) -> Path:
 
 
 def sidecar_path(path: str | Path) -> Path:
+    """``<file>.config.json`` beside the resolved file."""
     path = resolve(path)
     return path.with_name(path.name + SIDECAR)
 
