@@ -121,12 +121,22 @@ class Config:
         Keys added after the first release are hashed only when they differ from their
         default, so a file written before they existed still resumes with the same config.
         """
-        d = self.to_dict()
-        for (section, key), default in LATER_KEYS.items():
-            if d[section][key] == default:
-                del d[section][key]
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return config_hash(self.to_dict())
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """16 hex digits of sha256 over the config's JSON (keys sorted, compact): the one digest of
+    every config that makes rows (the driver's ``Config``, the race's, a study's dict).
+
+    A key of ``LATER_KEYS`` at its default is left out, so a file written before the key existed
+    still resumes with the same hash (a dict without those sections hashes as it is).
+    """
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for (section, key), default in LATER_KEYS.items():
+        if isinstance(d.get(section), dict) and d[section].get(key, default) == default:
+            d[section].pop(key, None)
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # (section, key) -> default of every key added after the first results files were written

@@ -29,6 +29,7 @@ from . import config as config_mod
 from . import results
 from .combinations import n_combinations, paths_of
 from .config import Config
+from .footprint import check_fits
 from .mpi import Comm, abort_on_error, rank0_verdict, world
 
 PIECES_PER_RANK = {"loop": 8, "batched": 512}  # chunk size: pieces each rank trains per chunk
@@ -123,12 +124,15 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], Any]:
         # scikit-learn loads here, not at import: --help and --count stay instant
         from .data import load_splits
 
-        load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after set-up
+        data = load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after set-up
+        check_fits([data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes])
         try:
             from .experiment import file_constants  # torch: only once input is good
 
             shared = file_constants(cfg)
-            writer = results.open_results(out, cfg.hash(), cfg.to_dict(), shared)
+            writer = results.open_results(
+                out, cfg.to_dict(), results.DRIVER, shared=shared, keep_rows=False
+            )
         except OSError as e:
             raise ValueError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
         except ValueError as e:
@@ -260,7 +264,7 @@ def _chunk(
     """
     rank, size = comm.Get_rank(), comm.Get_size()
     rows = experiment.run_combinations(prep, combos[rank::size])
-    mine = [(r["combination"], results.ResultsFile.encode(r)) for r in rows]
+    mine = [(r["combination"], results.DRIVER.encode(r)) for r in rows]
     if rank != 0:
         sends.send(mine, tag=ROWS_TAG)
         return None
@@ -294,7 +298,7 @@ def _search(prep: Any, seed: int, out: Path, comm: Comm, writer: Any, bar: tqdm)
 
     for rows in search.steps(prep, recorded, evaluate):
         if rank == 0:
-            writer.append([results.ResultsFile.encode(r) for r in rows])
+            writer.append([results.DRIVER.encode(r) for r in rows])
             bar.update(len(rows))
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .analysis import exact_index
 from .combinations import Indexed, n_combinations, paths_of, space_of
 from .config import Config
 from .data import Splits, load_splits
@@ -206,14 +207,9 @@ def run_combination(prep: Prepared, combination: int) -> dict:
     return run_combinations(prep, [combination])[0]
 
 
-def exact_index(index: int) -> int | str:
-    """A JSON-safe exact index: an int up to 2^53, a decimal string beyond (doubles round)."""
-    return index if index <= 2**53 else str(index)
-
-
 def file_constants(cfg: Config) -> dict:
     """The keys of ``make_row`` that depend on the config alone: a results file keeps them
-    once, in its sidecar (``results.SHARED_KEYS``)."""
+    once, in its sidecar (``results.DRIVER.shared``)."""
     s = cfg.split
     return {
         "strategy": s.strategy,

@@ -20,89 +20,30 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
 
+from .analysis import (  # noqa: E402
+    accuracy_summary,
+    by_combination,
+    combination_means,
+    mean_ci,
+    quantile_band,
+)
 from .combinations import Space  # noqa: E402
-from .confidence import dkw_epsilon  # noqa: E402
 from .results import check_config, read_rows  # noqa: E402
 
 ALPHA = 0.05  # the sorted panel's band: 95%
 
 
-def quantile_band(sorted_acc: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper DKW bounds of the space's quantile at p = (i + 1) / n, i = 0..n-1
-    (clipped to the sample's range where the band is unbounded)."""
-    n = len(sorted_acc)
-    eps = dkw_epsilon(n, alpha)
-    p = (np.arange(n) + 1) / n
-    lo = np.clip(np.ceil(n * (p - eps) - 1e-12).astype(int) - 1, 0, n - 1)
-    hi = np.clip(np.ceil(n * (p + eps) - 1e-12).astype(int) - 1, 0, n - 1)
-    return sorted_acc[lo], sorted_acc[hi]
-
-
-def mean_ci(values: list[float] | np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its 95% Student-t interval over seeds (0 for one value)."""
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), 0.0
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(half)
-
-
-def by_combination(rows: list[dict]) -> dict[str, np.ndarray]:
+def combination_arrays(rows: list[dict]) -> dict[str, np.ndarray]:
     """Per-combination means over seeds, with the 95% confidence half-width of the accuracy
     (``mean_ci``: Student t over the seeds; 0 with a single seed)."""
-    groups: dict[int, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(r["combination"], []).append(r)
-    idx = np.array(sorted(groups))
-
-    def mean(key: str) -> np.ndarray:
-        return np.array(
-            [np.mean([np.nan if r[key] is None else r[key] for r in groups[c]]) for c in idx]
-        )
-
-    acc = [np.array([r["accuracy"] for r in groups[c]]) for c in idx]
-    ci = np.array([mean_ci(a)[1] for a in acc])
-    pieces = np.array([np.mean([r["piece_accuracies"] for r in groups[c]], axis=0) for c in idx])
+    groups = by_combination(rows)
     return {
-        "combination": idx,
-        "accuracy": mean("accuracy"),
-        "ci": ci,
-        "pieces": pieces,
-        "cut": mean("cut_fraction"),
-        "baseline": mean("baseline_accuracy"),
-        "n_seeds": np.array([len(groups[c]) for c in idx]),
-    }
-
-
-def summarize(rows: list[dict]) -> dict:
-    """Best / median / worst recombined accuracy against the baseline, and how many reached it
-    (per combination, averaged over seeds)."""
-    agg = by_combination(rows)
-    acc, cut = agg["accuracy"], agg["cut"]
-    base = float(np.mean([r["baseline_accuracy"] for r in rows]))
-    ok = ~np.isnan(cut)
-    rho, p = (
-        spearmanr(cut[ok], acc[ok])
-        if ok.sum() > 2 and np.ptp(cut[ok]) > 0
-        else (float("nan"), float("nan"))
-    )
-    ens = [r["ensemble_accuracy"] for r in rows if "ensemble_accuracy" in r]
-    return {
-        "combinations": len(acc),
-        "seeds": int(agg["n_seeds"].max()),
-        "baseline": base,
-        "pretrained": float(np.mean([r.get("pretrained_accuracy", np.nan) for r in rows])),
-        "best": float(acc.max()),
-        "median": float(np.median(acc)),
-        "worst": float(acc.min()),
-        "reached_baseline": int((acc >= base).sum()),
-        "mean_piece": float(np.mean([np.mean(r["piece_accuracies"]) for r in rows])),
-        "mean_ensemble": float(np.mean(ens)) if ens else None,
-        "spearman_cut_vs_accuracy": float(rho),
-        "spearman_p": float(p),
+        "combination": np.array(list(groups)),
+        "accuracy": combination_means(groups, "accuracy"),
+        "ci": np.array([mean_ci([r["accuracy"] for r in rs])[1] for rs in groups.values()]),
+        "pieces": combination_means(groups, "piece_accuracies"),
+        "cut": combination_means(groups, "cut_fraction"),
     }
 
 
@@ -129,10 +70,12 @@ def marked_splits(rows: list[dict], marks: list[dict]) -> list[tuple[str, int, f
 def plot(
     rows: list[dict], out: str | Path, title: str | None = None, marks: list[dict] = ()
 ) -> dict:
+    """Draw the four panels of ``rows`` (one experiment) to ``out``; return the numbers they
+    show (``analysis.accuracy_summary``, plus where each of ``marks``' splits lands)."""
     if not rows:
         raise ValueError("no rows to plot")
-    s = summarize(rows)
-    agg = by_combination(rows)
+    s = accuracy_summary(rows)
+    agg = combination_arrays(rows)
     idx, acc, ci = agg["combination"], agg["accuracy"] * 100, agg["ci"] * 100
     pieces = agg["pieces"] * 100  # (C, pieces)
     base, pre = s["baseline"] * 100, s["pretrained"] * 100
@@ -238,6 +181,8 @@ def plot(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m splitnet.plot``: one results file (and ``--mark`` files) to a figure; prints
+    the numbers; exit 2 with one line on bad input."""
     ap = argparse.ArgumentParser(
         prog="python -m splitnet.plot",
         description=__doc__,

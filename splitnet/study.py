@@ -13,8 +13,6 @@ message and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -26,7 +24,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .results import check_regular, open_for_append, read_rows  # noqa: E402
+from .results import (  # noqa: E402
+    Layout,
+    ResultsFile,
+    check_config,
+    config_hash,
+    open_results,
+    read_rows,
+    read_sidecar,
+)
 
 RESULTS = Path("results")
 FIGURES = Path("figures")
@@ -136,57 +142,40 @@ def output_dirs(name: str, figures: bool) -> tuple[Path, Path]:
     return rows, figs
 
 
-def config_hash(cfg: dict[str, Any]) -> str:
-    """12 hex digits of the study config (its JSON, keys sorted): what a row was made with."""
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+STUDY_ROWS = Layout(key=(), require="config_hash")  # until a study names its rows' key
 
 
-def _check_config(path: Path, cfg: dict[str, Any]) -> Callable[[list[dict[str, Any]]], None]:
-    want = config_hash(cfg)
-
-    def same_config(rows: list[dict[str, Any]]) -> None:
-        if any(r["config_hash"] != want for r in rows):
-            raise ValueError(
-                f"{str(path)!r} holds rows of another config of this study; move it away to "
-                "start anew (or restore the config the rows were made with)"
-            )
-
-    return same_config
-
-
-def resume(path: Path, cfg: dict[str, Any]) -> tuple[BinaryIO, list[dict[str, Any]]]:
-    """(``path`` opened for appending rows, the rows already there) for a resumable study.
-
-    Every row carries ``config_hash``; a file holding rows of another config is refused with a
-    ValueError naming it (never mixed in, never overwritten). A torn last line, from a kill
-    mid-write, is cut. The caller appends with ``splitnet.results.append_rows``.
-    """
-    return open_for_append(path, require="config_hash", prefix=b"{", check=_check_config(path, cfg))
-
-
-def recorded(path: Path, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rows of ``path`` for ``--plot-only`` (read only), refused as in ``resume``."""
-    rows = read_rows(path, require="config_hash")
+def recorded(path: Path, cfg: dict[str, Any], layout: Layout = STUDY_ROWS) -> list[dict[str, Any]]:
+    """The rows of ``path`` for ``--plot-only`` (read only), refused as ``open_results`` would
+    refuse to resume them: rows or a sidecar of another config."""
+    rows = read_rows(path, layout)
     if not rows:
         raise ValueError(f"no rows in {str(path)!r} yet: run without --plot-only first")
-    _check_config(path, cfg)(rows)
+    check_config(rows, config_hash(cfg), path)
+    read_sidecar(path, cfg)
     return rows
 
 
 def rows_file(
-    name: str, path: Path, cfg: dict[str, Any], *, plot_only: bool, resumable: bool = True
-) -> tuple[BinaryIO | None, list[dict[str, Any]]]:
-    """A study's rows: ``(file to append to, rows so far)``, or ``(None, rows)`` for
-    ``--plot-only``. A study that does not resume starts the file anew. A file of another
-    config, or no rows to plot, is ``fail`` (exit 2)."""
+    name: str,
+    path: Path,
+    cfg: dict[str, Any],
+    *,
+    plot_only: bool,
+    resumable: bool = True,
+    layout: Layout = STUDY_ROWS,
+) -> tuple[ResultsFile | None, list[dict[str, Any]]]:
+    """A study's rows: ``(writer, rows so far)`` from ``results.open_results`` (locked, checked,
+    the study config in the sidecar, rows stamped with its ``config_hash``), or ``(None, rows)``
+    for ``--plot-only``. A study that does not resume starts the file anew. A file of another
+    config, a second writer, or no rows to plot, is ``fail`` (exit 2)."""
     try:
         if plot_only:
-            return None, recorded(path, cfg)
-        if not resumable:
-            check_regular(path)
-            path.unlink(missing_ok=True)
-        return resume(path, cfg)
-    except ValueError as e:
+            return None, recorded(path, cfg, layout)
+        mode = "resume" if resumable else "replace"
+        writer = open_results(path, cfg, layout, mode=mode)
+        return writer, writer.rows
+    except (ValueError, OSError) as e:
         fail(name, str(e))
 
 
@@ -211,10 +200,10 @@ def table_study(
     args, cfg = cli(name, doc, defaults, argv, check=check)
     out, figs = output_dirs(name, args.figures)
     path = out / f"{name}.jsonl"
-    f, rows = rows_file(name, path, cfg, plot_only=args.plot_only, resumable=resumable)
-    if f is not None:
-        with f:
-            rows = run(cfg, f, rows)
+    writer, rows = rows_file(name, path, cfg, plot_only=args.plot_only, resumable=resumable)
+    if writer is not None:
+        with writer:
+            rows = run(cfg, writer.file, rows)
     plot(rows, figs / f"{name}.png")
     text = table(rows)
     (figs / f"{name}_table.md").write_text(text)

@@ -5,7 +5,8 @@ import json
 import pytest
 from scipy import stats
 
-from splitnet.plot import main, mean_ci, summarize
+from splitnet.analysis import accuracy_summary, mean_ci
+from splitnet.plot import main
 
 
 def fake_rows(n=30):
@@ -32,7 +33,7 @@ def fake_rows(n=30):
 
 
 def test_summary_numbers():
-    s = summarize(fake_rows())
+    s = accuracy_summary(fake_rows())
     assert s["best"] == pytest.approx(0.79) and s["worst"] == pytest.approx(0.5)
     assert s["reached_baseline"] == 10  # 0.70 .. 0.79
     assert s["spearman_cut_vs_accuracy"] == pytest.approx(-1.0)

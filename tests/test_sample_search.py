@@ -13,14 +13,14 @@ from conftest import driver_on_one_and_two_ranks, timeless_rows
 from scipy import stats
 
 from splitnet import config, enumerate, experiment, results, search
-from splitnet.combinations import SampledSpace, Space, sample_indices
-from splitnet.confidence import (
+from splitnet.analysis import (
     band_contains,
     clopper_pearson,
     dkw_epsilon,
     ecdf_band,
     quantile_bands,
 )
+from splitnet.combinations import SampledSpace, Space, sample_indices
 from splitnet.data import load_splits
 
 SMALL = ["model.hidden=[4,4]", "train.piece_epochs=1", "train.pretrain_epochs=2"]

@@ -58,6 +58,8 @@ def test_the_separable_study_writes_results_not_figures(tmp_path):
     out = tmp_path / "results" / "separable"
     assert {p.name for p in out.iterdir()} == {
         "separable.jsonl",
+        "separable.jsonl.config.json",  # the results sidecar: the study config, once
+        "separable.jsonl.lock",  # one writer per results file
         "separable.png",
         "separable_table.md",
     }

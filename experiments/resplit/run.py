@@ -52,10 +52,16 @@ from scipy import stats  # noqa: E402
 from splitnet import config as config_mod  # noqa: E402
 from splitnet import enumerate as driver  # noqa: E402
 from splitnet import experiment, study  # noqa: E402
+from splitnet.analysis import mean_ci  # noqa: E402
 from splitnet.combinations import Space  # noqa: E402
 from splitnet.pieces import inference_net, n_params, recombine  # noqa: E402
-from splitnet.plot import mean_ci  # noqa: E402
-from splitnet.results import append_rows, encode_row, open_for_append, read_rows  # noqa: E402
+from splitnet.results import (  # noqa: E402
+    Layout,
+    append_rows,
+    encode_row,
+    open_for_append,
+    read_rows,
+)
 from splitnet.rounds import RoundsResult, dp_step_bytes, train_rounds  # noqa: E402
 from splitnet.seeds import remaining_order_seed, stitch_seed  # noqa: E402
 from splitnet.sgd import accuracy, steps_per_epoch, train  # noqa: E402
@@ -655,7 +661,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rounds = out / "resplit.jsonl"
     rows = (
-        this_study(s, read_rows(rounds, require="key")) if args.plot_only else run_rounds(s, rounds)
+        this_study(s, read_rows(rounds, Layout(("key",), require="key")))
+        if args.plot_only
+        else run_rounds(s, rounds)
     )
     ind = ind_rows = None
     if not args.skip_independence:

@@ -20,7 +20,7 @@ Part 1, [8, 8] on digits, where the truth is known (all 2,450 combinations enume
   = the best test accuracy of all 2,450; a shorter budget's search is a prefix of a longer one).
 
 Part 2, real widths (``wide_hidden`` on ``wide_datasets``): a uniform sample, a search from the
-weights split, the weights split itself, and the baseline; ``results.distribution`` answers
+weights split, the weights split itself, and the baseline; ``analysis.space_summary`` answers
 "does any split reach the baseline?" as far as a sample can.
 """
 
@@ -37,10 +37,15 @@ import numpy as np  # noqa: E402
 
 from splitnet import enumerate as driver  # noqa: E402
 from splitnet import study  # noqa: E402
+from splitnet.analysis import (  # noqa: E402
+    dkw_epsilon,
+    ecdf_band,
+    quantile_band,
+    space_summary,
+    sup_distance,
+)
 from splitnet.combinations import sample_indices  # noqa: E402
-from splitnet.confidence import dkw_epsilon, ecdf_band, sup_distance  # noqa: E402
-from splitnet.plot import quantile_band  # noqa: E402
-from splitnet.results import distribution, read_rows  # noqa: E402
+from splitnet.results import read_rows  # noqa: E402
 
 NAME = "sampling"
 DEFAULTS = {
@@ -207,8 +212,8 @@ def wide_part(s: dict, out: Path, plot_only: bool) -> list[dict]:
                 {
                     "dataset": dataset,
                     "hidden": hidden,
-                    "sample": distribution(sample, s["alpha"]),
-                    "search": distribution(search, s["alpha"]),
+                    "sample": space_summary(sample, s["alpha"]),
+                    "search": space_summary(search, s["alpha"]),
                     "sample_acc": by_combination(sample, "accuracy"),
                     "weights": weights[0]["accuracy"],
                     "weights_validation": weights[0]["validation_accuracy"],

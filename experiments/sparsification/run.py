@@ -33,7 +33,7 @@ import numpy as np
 from splitnet import study
 from splitnet.parallel import dataparallel
 from splitnet.parallel.compress import COMPRESSORS, wire_seconds
-from splitnet.results import read_rows
+from splitnet.results import ANY_ROWS, read_rows
 
 # top-level keys, plus one table of dataparallel options per dataset (--dataset values)
 DEFAULTS = {
@@ -106,7 +106,7 @@ def run_argv(cfg: dict, ds: str, comp: str, res: bool, out: Path) -> list[str]:
 
 def recorded(path: Path, argv: list[str]) -> bool:
     """Whether ``path`` is a complete run with the options of ``argv`` (ValueError: another's)."""
-    rows = read_rows(path, require=None)
+    rows = read_rows(path, ANY_ROWS)
     if not rows or not rows[-1].get("summary"):
         return False  # absent, or cut short (rank 0 writes at the end): run it
     want = vars(dataparallel.options(argv))
@@ -147,7 +147,7 @@ def run_all(cfg: dict, out: Path) -> None:
 
 
 def read_run(path: Path) -> tuple[list[dict], dict]:
-    rows = read_rows(path, require=None)
+    rows = read_rows(path, ANY_ROWS)
     return [r for r in rows if "iteration" in r], rows[-1]
 
 
