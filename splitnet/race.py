@@ -34,7 +34,7 @@ from .combinations import Space
 from .config import add_arguments, from_dict, read_raw
 from .data import load_splits
 from .mpi import Comm, abort_on_error, rank0_verdict, world, wtime
-from .parallel import dataparallel as dp
+from .parallel import dataparallel
 from .race_methods import RUNNERS, Metered, Problem, evaluate
 from .seeds import remaining_order_seed
 from .sgd import check_batchnorm_batches, minibatches, sgd, steps_per_epoch
@@ -317,7 +317,7 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], TextIO |
         cfg, race = load(args.config, args.overrides, comm.Get_size())
         load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after start-up
         try:
-            dp.check_out(args.out)
+            dataparallel.check_out(args.out)
             held = _rows_in(Path(args.out))
             if held and not args.overwrite:
                 raise ValueError(

@@ -38,7 +38,7 @@ from .combinations import paths_of, space_of
 from .model import build_mlp
 from .mpi import IN_PLACE, Comm, wtime
 from .parallel import compress as cz
-from .parallel import dataparallel as dp
+from .parallel import dp
 from .parallel.tensor_parallel import ChunkedMLP
 from .partition import bounds, displacements
 from .pieces import (

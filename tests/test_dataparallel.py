@@ -1,15 +1,20 @@
-"""parallel.dataparallel: sharding, dropout masks, argument errors, a 1-rank and a 2-rank run."""
+"""parallel.dp and parallel.dataparallel: sharding, dropout masks, DPConfig and its command line,
+a 1-rank and a 2-rank run, the sparsification study's table and config checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
-from conftest import load_study_script, run_mpi, run_study
+from conftest import load_study_script, run_mpi
 
-from splitnet.parallel import dataparallel as dp
+from splitnet.parallel import dataparallel as program
+from splitnet.parallel import dp
+from splitnet.parallel.dataparallel import DPConfig
 from splitnet.study import load_study
 
 REQUIRED = {"iteration", "threshold", "fraction_sent", "bytes_sent", "dense_bytes", "train_loss"}
@@ -17,12 +22,12 @@ TINY = ["--channels", "2,3", "--dense", "8", "--batch-size", "8", "--quiet"]
 
 
 def test_help_gives_every_default_and_the_mpiexec_command(capsys):
-    with pytest.raises(SystemExit) as e:
-        dp.parse_args(["--help"])
-    assert e.value.code == 0
+    assert program.main(["--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "mpiexec -n N python -m mpi4py -m splitnet.parallel.dataparallel" in text
-    for action in dp.build_parser()._actions:
+    actions = program.build_parser()._actions
+    assert {a.dest for a in actions} - {"help"} == {f.name for f in dataclasses.fields(DPConfig)}
+    for action in actions:
         if action.dest == "help":
             continue
         assert action.help, action.dest
@@ -38,23 +43,44 @@ def test_out_is_checked_before_any_training(tmp_path, capsys):
         (tmp_path, "is a directory"),
         (tmp_path / "a_file" / "r.jsonl", "is not a directory"),
     ):
-        with pytest.raises(SystemExit) as e:
-            dp.main(TINY + ["--out", str(out)])
-        assert e.value.code == 2
+        assert program.main(TINY + ["--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert f"--out={str(out)!r}" in err and needle in err, err
-    dp.check_out(str(tmp_path / "new" / "deeper" / "r.jsonl"))  # folders that can be created
+    program.check_out(str(tmp_path / "new" / "deeper" / "r.jsonl"))  # folders that can be created
 
 
-def test_options_name_bad_and_unknown_values():
-    assert dp.options(["--iterations=3"]).iterations == 3
-    for argv, needle in (
-        (["--iterations=x"], "invalid int value: 'x'"),
-        (["--colour=red"], "--colour=red"),
-        (["--lr=0"], "--lr=0.0"),
+def test_dpconfig_refuses_bad_values_naming_them(tmp_path):
+    assert program.from_dict({"iterations": 3, "channels": [2, 3]}) == DPConfig(
+        iterations=3, channels=(2, 3)
+    )
+    for raw, needle in (
+        ({"iterations": 0}, "iterations=0 must be >= 1"),
+        ({"lr": 0}, "lr=0.0 must be a finite number > 0"),
+        ({"dropout": 1}, "dropout=1.0 must lie in [0, 1)"),
+        ({"compressor": "std3"}, "compressor='std3' is not one of none, std1"),
+        ({"channels": [4]}, "channels=[4] must be two integers"),
+        ({"channels": [4, 0]}, "channels[1]=0 must be >= 1"),
+        ({"snapshot_iterations": [0, -1]}, "snapshot_iterations[1]=-1 must be >= 0"),
+        ({"allreduce": "ring"}, "allreduce='ring' applies to compressor='none' only"),
+        ({"dataset": "idx", "data_path": "nowhere"}, "needs an existing data_path"),
+        ({"channels": "16,32"}, "channels must be a list of integers, got '16,32'"),
+        ({"iterations": 2.5}, "iterations must be of type int, got 2.5"),
+        ({"learning_rate": 0.1}, "learning_rate (known: dataset, data_path,"),
+        ({"out": str(tmp_path)}, "is a directory"),
     ):
-        with pytest.raises(ValueError, match=needle):
-            dp.options(argv)
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            program.from_dict(raw)
+    # a prefix names the table the values came from (the study's [digits])
+    with pytest.raises(ValueError, match=re.escape("digits.iterations=0 must be >= 1")):
+        program.from_dict({"iterations": 0}, "digits")
+
+
+def test_the_command_line_is_the_config():
+    cfg = DPConfig(compressor="none", residual=False, allreduce="ring", channels=(2, 3), lr=0.25)
+    argv = program.to_argv(cfg)
+    assert "--no-residual" in argv and "--channels=2,3" in argv and "--lr=0.25" in argv
+    assert program.parse(argv) == cfg and program.parse([]) == DPConfig()
+    assert program.record(cfg)["channels"] == "2,3" and "quiet" not in program.record(cfg)
 
 
 def test_dropout_masks_depend_on_seed_and_iteration_only():
@@ -66,32 +92,33 @@ def test_dropout_masks_depend_on_seed_and_iteration_only():
 
 
 def test_batches_cover_each_epoch():
-    it = dp.batch_indices(0, 10, 5)
+    it = program.batch_indices(0, 10, 5)
     assert sorted(np.concatenate([next(it), next(it)]).tolist()) == list(range(10))
 
 
 @pytest.mark.parametrize(
     "argv,needle",
     [
-        (["--compressor", "std3"], "--compressor='std3'"),
-        (["--dataset", "cifar"], "--dataset='cifar'"),
-        (["--iterations", "0"], "--iterations=0"),
-        (["--lr", "-1"], "--lr=-1.0"),
-        (["--topk-fraction", "2"], "--topk-fraction=2.0"),
-        (["--allreduce", "ring", "--compressor", "topk"], "--allreduce='ring'"),
-        (["--channels", "4"], "--channels='4'"),
-        (["--snapshot-iterations", "0,x"], "--snapshot-iterations='0,x'"),
+        (["--compressor", "std3"], "compressor='std3' is not one of"),
+        (["--dataset", "cifar"], "dataset='cifar' is not one of"),
+        (["--iterations", "0"], "iterations=0 must be >= 1"),
+        (["--iterations=x"], "argument --iterations: invalid int value: 'x'"),
+        (["--lr", "-1"], "lr=-1.0 must be a finite number > 0"),
+        (["--topk-fraction", "2"], "topk_fraction=2.0 must lie in (0, 1]"),
+        (["--allreduce", "ring", "--compressor", "topk"], "allreduce='ring' applies to"),
+        (["--channels", "4"], "channels=[4] must be two integers"),
+        (["--snapshot-iterations", "0,x"], "--snapshot-iterations: '0,x' must be comma-separated"),
+        (["--colour=red"], "unrecognized arguments: --colour=red"),
     ],
 )
-def test_bad_arguments_exit_with_the_value(argv, needle, capsys):
-    with pytest.raises(SystemExit):
-        dp.parse_args(argv)
+def test_bad_arguments_exit_2_with_the_value(argv, needle, capsys):
+    assert program.main(argv) == 2
     assert needle in capsys.readouterr().err
 
 
 def test_one_rank_run_writes_rows(tmp_path):
     out = tmp_path / "r.jsonl"
-    dp.main(
+    status = program.main(
         TINY
         + [
             "--compressor",
@@ -106,6 +133,7 @@ def test_one_rank_run_writes_rows(tmp_path):
             str(out),
         ]
     )
+    assert status == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     it, summary = rows[:-1], rows[-1]
     assert [r["iteration"] for r in it] == [0, 1, 2, 3, 4]
@@ -115,6 +143,15 @@ def test_one_rank_run_writes_rows(tmp_path):
     assert summary["summary"] and summary["ranks"] == 1 and summary["replicas_identical"]
     assert all(0 < r["fraction_sent"] < 0.2 for r in it)  # 2 sigma sends a few percent
     assert all(r["bytes_sent"] < r["dense_bytes"] for r in it)
+    # a rerun of these options finds the file complete; other options are refused by name
+    cfg = program.from_dict(
+        {"channels": [2, 3], "dense": 8, "batch_size": 8, "compressor": "std2", "iterations": 4},
+        base=DPConfig(eval_every=2, snapshot_iterations=(0, 4, 99), out=str(out)),
+    )
+    assert program.complete(cfg)
+    with pytest.raises(ValueError, match=re.escape("other options (lr: 0.1 recorded, 0.2 asked)")):
+        program.complete(dataclasses.replace(cfg, lr=0.2))
+    assert not program.complete(dataclasses.replace(cfg, out=str(tmp_path / "none.jsonl")))
 
 
 @pytest.mark.mpi
@@ -184,11 +221,12 @@ def test_study_config_runs_and_table(tmp_path):
     assert "| topk | yes | 0.9000 | +0.0 | 0.0100 | 84 | 4.8x |" in text
     assert "| topk | no | 0.8000 | -10.0 |" in text
     bad = tmp_path / "bad.toml"
-    for text, word in (
+    for text, word in (  # in process: the exit 2 of a refused study config is test_studies'
         ('compressors = ["std3"]\n', "std3"),
         ('colour = "red"\n', "colour"),
-        ("[digits]\niterations = 0\n", "[digits]: --iterations=0 must be >= 1"),
-        ("[digits]\nlearning_rate = 0.1\n", "--learning-rate=0.1"),
+        ("[digits]\niterations = 0\n", "digits.iterations=0 must be >= 1"),
+        ("[digits]\nlearning_rate = 0.1\n", "unknown key digits.learning_rate"),
+        ('[digits]\nchannels = "16,32"\n', "digits.channels must be a list of integers"),
         ("[digits]\ncompressor = 'topk'\n", "sets ['compressor']"),
         (
             'histogram_run = "std1"\ncompressors = ["none"]\n[digits]\niterations = 2\n',
@@ -196,5 +234,5 @@ def test_study_config_runs_and_table(tmp_path):
         ),
     ):
         bad.write_text(text)
-        proc = run_study("sparsification", [str(bad)], tmp_path)
-        assert proc.returncode == 2 and word in proc.stderr and "Traceback" not in proc.stderr
+        with pytest.raises(ValueError, match=re.escape(word)):
+            study.check(load_study(bad, study.DEFAULTS))

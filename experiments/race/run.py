@@ -40,7 +40,7 @@ from splitnet.data import Splits
 from splitnet.model import build_mlp
 from splitnet.mpi import SerialComm
 from splitnet.parallel import compress as cz
-from splitnet.parallel import dataparallel as dp
+from splitnet.parallel import dp
 from splitnet.parallel.costmodel import CostParams, predict
 from splitnet.parallel.tensor_parallel import ChunkedMLP
 from splitnet.partition import ceil_div

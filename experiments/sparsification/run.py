@@ -1,14 +1,14 @@
-"""Seed 003 study: every compressor, with and without residuals, as real MPI runs; then figures.
+"""The progress report's sparsification study: every compressor, with and without residuals,
+as real MPI runs of the data-parallel trainer; then figures.
 
     python experiments/sparsification/run.py experiments/sparsification/config.toml   # ~5 min
     python experiments/sparsification/run.py experiments/sparsification/config.toml \
         --datasets mnist --figures
 
 Each run is ``mpiexec -n RANKS python -m mpi4py -m splitnet.parallel.dataparallel ...`` writing
-``results/sparsification/<dataset>_<compressor>[_res|_nores].jsonl``; every run's options are
-checked by dataparallel's own parser before the first one starts. Resumable: a rerun skips the
-runs whose file is complete (ends with its summary row) with the same options, and refuses a
-complete file made with other options (move it away to rerun it). The drawing functions read
+``results/sparsification/<dataset>_<compressor>[_res|_nores].jsonl``; every run's ``DPConfig``
+is checked before the first one starts. Resumable: a rerun skips the complete runs of the same
+options and refuses those of others (``dataparallel.complete``). The drawing functions read
 those files only (never train) and write into ``results/sparsification/`` (``--figures``:
 ``figures/``):
 
@@ -22,8 +22,6 @@ those files only (never train) and write into ``results/sparsification/`` (``--f
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,26 +29,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from splitnet import study
-from splitnet.parallel import dataparallel
+from splitnet.mpi import launch
+from splitnet.parallel import dataparallel as program
 from splitnet.parallel.compress import COMPRESSORS, wire_seconds
 from splitnet.results import ANY_ROWS, read_rows
 
-# top-level keys, plus one table of dataparallel options per dataset (--dataset values)
-DEFAULTS = {
-    "ranks": 2,
-    "datasets": ["digits"],
-    "compressors": list(COMPRESSORS),
-    "residual": [True, False],
-    "histogram_run": "none",
-    "digits": {},
-    "mnist": {},
-    "idx": {},
-}
+# top-level keys, then one table of DPConfig fields per dataset (the --dataset values)
+DEFAULTS = dict(ranks=2, datasets=["digits"], compressors=list(COMPRESSORS), residual=[True, False])
+DEFAULTS |= dict(histogram_run="none", digits={}, mnist={}, idx={})
 RUN_OPTIONS = ("dataset", "compressor", "residual", "out", "quiet")  # set by the study, per run
 
 
 def check(cfg: dict, args: object = None) -> dict:
-    """The datasets override; known compressors; every run's options valid for dataparallel."""
+    """The datasets override; known compressors; every run's DPConfig valid."""
     if getattr(args, "datasets", ""):
         cfg["datasets"] = args.datasets.split(",")
     bad = [c for c in cfg["compressors"] if c not in COMPRESSORS]
@@ -58,7 +49,7 @@ def check(cfg: dict, args: object = None) -> dict:
         raise ValueError(f"compressors {bad} are not among {', '.join(COMPRESSORS)}")
     if int(cfg["ranks"]) < 1:
         raise ValueError(f"ranks={cfg['ranks']} must be >= 1")
-    missing = [d for d in cfg["datasets"] if d not in dataparallel.DATASETS or not cfg[d]]
+    missing = [d for d in cfg["datasets"] if d not in program.DATASETS or not cfg[d]]
     if missing:
         raise ValueError(f"datasets {missing} have no [table] of training options")
     labels = [label(comp, res) for _, comp, res in run_names(cfg)]
@@ -68,11 +59,8 @@ def check(cfg: dict, args: object = None) -> dict:
         taken = sorted(set(cfg[ds]) & set(RUN_OPTIONS))
         if taken:
             raise ValueError(f"[{ds}] sets {taken}, which the study sets for every run")
-    for ds, comp, res in run_names(cfg):
-        try:
-            dataparallel.options(run_argv(cfg, ds, comp, res, study.RESULTS / "sparsification"))
-        except ValueError as e:
-            raise ValueError(f"[{ds}]: {e}") from None
+    for run in run_names(cfg):
+        run_config(cfg, *run, study.RESULTS / "sparsification")
     return cfg
 
 
@@ -91,90 +79,55 @@ def result_path(out: Path, ds: str, comp: str, res: bool) -> Path:
     return Path(out) / f"{ds}_{comp}{tail}.jsonl"
 
 
-def run_argv(cfg: dict, ds: str, comp: str, res: bool, out: Path) -> list[str]:
-    """The options of one dataparallel run: the dataset's table, then the run's own."""
-    opts = [f"--{k.replace('_', '-')}={v}" for k, v in cfg[ds].items()]
-    return [
-        f"--dataset={ds}",
-        f"--compressor={comp}",
-        "--residual" if res else "--no-residual",
-        *opts,
-        "--quiet",
-        f"--out={result_path(out, ds, comp, res)}",
-    ]
-
-
-def recorded(path: Path, argv: list[str]) -> bool:
-    """Whether ``path`` is a complete run with the options of ``argv`` (ValueError: another's)."""
-    rows = read_rows(path, ANY_ROWS)
-    if not rows or not rows[-1].get("summary"):
-        return False  # absent, or cut short (rank 0 writes at the end): run it
-    want = vars(dataparallel.options(argv))
-    other = {
-        k: (rows[-1].get(k), v)
-        for k, v in want.items()
-        if k not in ("out", "quiet") and rows[-1].get(k) != v
-    }
-    if other:
-        k, (was, now) = next(iter(other.items()))
-        raise ValueError(
-            f"{str(path)!r} is a complete run with other options ({k}: {was!r} recorded, "
-            f"{now!r} asked); move it away to rerun it"
-        )
-    return True
+def run_config(cfg: dict, ds: str, comp: str, res: bool, out: Path) -> program.DPConfig:
+    """One run: the run's own options, then the dataset's table (``digits.lr=0`` refused)."""
+    path = str(result_path(out, ds, comp, res))
+    mine = program.DPConfig(dataset=ds, compressor=comp, residual=res, out=path, quiet=True)
+    return program.from_dict(cfg[ds], ds, base=mine)
 
 
 def run_all(cfg: dict, out: Path) -> None:
-    exe = Path(sys.executable).parent / "mpiexec"
-    mpiexec = str(exe) if exe.exists() else "mpiexec"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    runs = [run_argv(cfg, ds, comp, res, out) for ds, comp, res in run_names(cfg)]
+    runs = [run_config(cfg, *run, out) for run in run_names(cfg)]
     try:  # every recorded file checked before the first run
-        todo = [argv for argv in runs if not recorded(Path(argv[-1][len("--out=") :]), argv)]
+        todo = [run for run in runs if not program.complete(run)]
     except ValueError as e:
         study.fail("sparsification", str(e))
-    for argv in runs:
-        if argv not in todo:
-            print(f"{argv[-1][len('--out=') :]}: complete, skipped", flush=True)
+    for run in runs:
+        if run not in todo:
+            print(f"{run.out}: complete, skipped", flush=True)
             continue
-        cmd = [mpiexec, "-n", str(cfg["ranks"]), sys.executable, "-m", "mpi4py", "-m"]
-        cmd += ["splitnet.parallel.dataparallel", *argv]
-        print(" ".join(cmd[3:]), flush=True)
-        proc = subprocess.run(cmd, env=env)
+        args = ["-m", "splitnet.parallel.dataparallel", *program.to_argv(run)]
+        print(f"mpiexec -n {cfg['ranks']} python -m mpi4py {' '.join(args)}", flush=True)
+        proc = launch(cfg["ranks"], args)
         if proc.returncode:
-            print(f"sparsification: {' '.join(cmd)} exited {proc.returncode}", file=sys.stderr)
+            print(f"sparsification: {run.out}: exited {proc.returncode}", file=sys.stderr)
             raise SystemExit(proc.returncode)
 
 
-def read_run(path: Path) -> tuple[list[dict], dict]:
-    rows = read_rows(path, ANY_ROWS)
-    return [r for r in rows if "iteration" in r], rows[-1]
-
-
-def load_runs(cfg: dict, out: Path, ds: str) -> dict[str, tuple[list[dict], dict]]:
-    runs = {}
-    for d, comp, res in run_names(cfg):
-        p = result_path(out, d, comp, res)
-        if d == ds and p.exists():
-            runs[label(comp, res)] = read_run(p)
-    return runs
+def load_runs(cfg: dict, out: Path, ds: str) -> dict[str, list[dict]]:
+    """label -> the rows of every recorded run of ``ds`` (its summary row last)."""
+    paths = {label(c, r): result_path(out, d, c, r) for d, c, r in run_names(cfg) if d == ds}
+    return {k: read_rows(p, ANY_ROWS) for k, p in paths.items() if p.exists()}
 
 
 def label(comp: str, res: bool) -> str:
     return comp if comp == "none" else f"{comp}{'' if res else ' (no residual)'}"
 
 
-def _style(name: str) -> dict:
-    colours = dict(zip(COMPRESSORS, ["k", "C0", "C1", "C3", "C2"], strict=True))
-    return {
-        "color": colours[name.split()[0]],
-        "ls": "--" if "no residual" in name else "-",
-        "lw": 1.0,
-    }
+COLOURS = dict(zip(COMPRESSORS, ["k", "C0", "C1", "C3", "C2"], strict=True))
+FLOOR = 1e-7  # log axes cannot show the dynamic rule's tau = 0
+
+
+def style(name: str) -> dict:
+    return {"color": COLOURS[name.split()[0]], "ls": "--" if "no res" in name else "-", "lw": 1}
+
+
+def iterations(rows: list[dict], key: str) -> tuple[list, list]:
+    pts = [(r["iteration"], r[key]) for r in rows if key in r and "iteration" in r]
+    return [t for t, _ in pts], [v for _, v in pts]
 
 
 def plot_histograms(rows: list[dict], path: Path, title: str) -> None:
-
     snaps = [r for r in rows if "weights_hist" in r]
     fig, axes = plt.subplots(2, len(snaps), figsize=(3.2 * len(snaps), 5.6), squeeze=False)
     for j, r in enumerate(snaps):
@@ -183,66 +136,40 @@ def plot_histograms(rows: list[dict], path: Path, title: str) -> None:
             edges = np.linspace(h["lo"], h["hi"], len(h["counts"]) + 1)
             ax.stairs(h["counts"], edges, fill=True, color="C0" if i == 0 else "C3", alpha=0.7)
             ax.set_yscale("log")
-            if i == 1:  # where the 1 sigma and 2 sigma rules would cut
-                for k, ls in ((1, "--"), (2, ":")):
-                    for sgn in (-1, 1):
-                        ax.axvline(
-                            sgn * k * h["std"],
-                            color="k",
-                            ls=ls,
-                            lw=0.8,
-                            label=f"{k}σ" if sgn > 0 else None,
-                        )
-            ax.set_title(
-                f"{'weights' if i == 0 else 'gradients'}, iteration {r['iteration']}", fontsize=9
-            )
+            for k, ls in ((1, "--"), (2, ":")) if i == 1 else ():  # the 1σ and 2σ rules' cuts
+                for sgn in (-1, 1):
+                    tag = f"{k}σ" if sgn > 0 else None
+                    ax.axvline(sgn * k * h["std"], color="k", ls=ls, lw=0.8, label=tag)
+            what = "weights" if i == 0 else "gradients"
+            ax.set_title(f"{what}, iteration {r['iteration']}", fontsize=9)
             ax.tick_params(labelsize=7)
     axes[1][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     study.save_figure(fig, path)
 
 
-FLOOR = 1e-7  # log axes cannot show the dynamic rule's tau = 0
-
-
 def plot_threshold(runs: dict, path: Path) -> None:
-
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, (rows, _) in runs.items():
-        if name == "none":
-            continue
-        it = [r["iteration"] for r in rows]
-        a1.plot(it, [max(r["threshold"], FLOOR) for r in rows], label=name, **_style(name))
-        a2.plot(it, [r["fraction_sent"] for r in rows], label=name, **_style(name))
-    a1.set(
-        yscale="log",
-        xlabel="iteration",
-        ylabel="threshold τ in |a_i| > τ (rank 0)",
-        title=f"threshold trend (τ = 0 drawn at {FLOOR:g})",
-    )
-    a2.set(
-        yscale="log",
-        xlabel="iteration",
-        ylabel="fraction of entries sent",
-        title="fraction sent (all ranks)",
-    )
+    for name, rows in runs.items():
+        if name != "none":
+            it, tau = iterations(rows, "threshold")
+            a1.plot(it, [max(v, FLOOR) for v in tau], label=name, **style(name))
+            a2.plot(*iterations(rows, "fraction_sent"), label=name, **style(name))
+    a1.set(yscale="log", xlabel="iteration", ylabel="threshold τ in |a_i| > τ (rank 0)")
+    a1.set_title(f"threshold trend (τ = 0 drawn at {FLOOR:g})")
+    a2.set(yscale="log", xlabel="iteration", ylabel="fraction of entries sent")
+    a2.set_title("fraction sent (all ranks)")
     handles, labels = a1.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     study.save_figure(fig, path, rect=(0, 0.1, 1, 1))
 
 
 def plot_accuracy(runs: dict, path: Path) -> None:
-
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, (rows, _) in runs.items():
-        pts = [(r["iteration"], r["test_accuracy"]) for r in rows if "test_accuracy" in r]
-        ax.plot(*zip(*pts, strict=True), label=name, **_style(name))
-    ax.set(
-        xlabel="iteration",
-        ylabel="test accuracy",
-        ylim=(0.5, 1.0),
-        title="test accuracy, data-parallel CNN",
-    )
+    for name, rows in runs.items():
+        ax.plot(*iterations(rows, "test_accuracy"), label=name, **style(name))
+    ax.set(xlabel="iteration", ylabel="test accuracy", ylim=(0.5, 1.0))
+    ax.set_title("test accuracy, data-parallel CNN")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     study.save_figure(fig, path)
@@ -250,24 +177,20 @@ def plot_accuracy(runs: dict, path: Path) -> None:
 
 def table(runs: dict, ds: str) -> str:
     """Markdown: accuracy against bytes, means over the applied iterations 0..T-1."""
-    base = runs["none"][1]["final_test_accuracy"] if "none" in runs else None
-    head = (
-        "| compressor | residual | final test acc | Δ vs none (pp) | mean fraction sent "
-        "| bytes/rank/iter | dense/sent | wire ms/iter @1 Gbit/s | replicas identical |"
-    )
-    lines = [f"**{ds}**", "", head, "|" + "---|" * 9]
-    for rows, s in runs.values():
-        applied = [r for r in rows if r["iteration"] < s["iterations"]]
-        sent = sum(r["bytes_sent"] for r in applied) / len(applied)
-        frac = sum(r["fraction_sent"] for r in applied) / len(applied)
-        acc = s["final_test_accuracy"]
+    base = runs["none"][-1]["final_test_accuracy"] if "none" in runs else None
+    lines = [f"**{ds}**", "", "| compressor | residual | final test acc | Δ vs none (pp) "
+             "| mean fraction sent | bytes/rank/iter | dense/sent | wire ms/iter @1 Gbit/s "
+             "| replicas identical |", "|" + "---|" * 9]  # fmt: skip
+    for rows in runs.values():
+        s, m = rows[-1], program.traffic(rows)
+        acc, sent = s["final_test_accuracy"], m["bytes_sent"]
         delta = f"{100 * (acc - base):+.1f}" if base is not None else "n/a"
         lines.append(
             f"| {s['compressor']} | {'yes' if s['residual'] else 'no'} | {acc:.4f} | {delta} "
-            f"| {frac:.4f} | {sent:,.0f} | {applied[0]['dense_bytes'] / sent:.1f}x "
+            f"| {m['fraction_sent']:.4f} | {sent:,.0f} | {m['dense_bytes'] / sent:.1f}x "
             f"| {1e3 * wire_seconds(sent):.3f} | {s['replicas_identical']} |"
         )
-    s = next(iter(runs.values()))[1]
+    s = next(iter(runs.values()))[-1]
     dense = 4 * s["n_params"]
     lines += [
         "",
@@ -282,23 +205,22 @@ def table(runs: dict, ds: str) -> str:
 
 def draw(cfg: dict, out: Path, figs: Path) -> None:
     for ds in cfg["datasets"]:
-        runs = load_runs(cfg, out, ds)
+        runs, hist = load_runs(cfg, out, ds), cfg["histogram_run"]
         if not runs:
             raise ValueError(f"no results for dataset {ds!r}; run without --plot-only first")
-        suffix = "" if ds == "digits" else f"_{ds}"  # digits, the default, gets the plain names
-        hist = cfg["histogram_run"]
         if hist not in runs:
             raise ValueError(f"histogram_run={hist!r}: no results for it; run it first")
+        name = "sparsification_{}" + ("" if ds == "digits" else f"_{ds}")  # digits: plain names
         plot_histograms(
-            runs[hist][0],
-            figs / f"sparsification_histograms{suffix}.png",
+            runs[hist],
+            figs / f"{name.format('histograms')}.png",
             f"{ds}, run '{hist}': all weights (top); rank 0's gradient before "
             "compression, a = g + r (bottom; r = 0 without residual); lines at 1σ, 2σ",
         )
-        plot_threshold(runs, figs / f"sparsification_threshold{suffix}.png")
-        plot_accuracy(runs, figs / f"sparsification_accuracy{suffix}.png")
+        plot_threshold(runs, figs / f"{name.format('threshold')}.png")
+        plot_accuracy(runs, figs / f"{name.format('accuracy')}.png")
         text = table(runs, ds) + "\n"
-        (figs / f"sparsification_table{suffix}.md").write_text(text)
+        (figs / f"{name.format('table')}.md").write_text(text)
         print(text)
 
 

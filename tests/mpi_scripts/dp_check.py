@@ -1,4 +1,5 @@
-"""Check splitnet.parallel.dataparallel on N ranks against a plain single-process torch loop.
+"""Check splitnet.parallel.dataparallel and its step (parallel.dp) on N ranks against a plain
+single-process torch loop.
 
 Run: mpiexec -n N python -m mpi4py tests/mpi_scripts/dp_check.py OUT.jsonl [ALGO]
 
@@ -19,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from mpi4py import MPI
 
-from splitnet.parallel import dataparallel as dp
+from splitnet.parallel import dataparallel as program
+from splitnet.parallel import dp
 from splitnet.parallel.collectives import bytes_sent
 
 TINY = [
@@ -39,16 +41,16 @@ TINY = [
 ]
 
 
-def reference(args) -> np.ndarray:
+def reference(cfg: program.DPConfig) -> np.ndarray:
     """Plain torch: full batch, mean loss, SGD; dropout masks from dp.dropout_keep."""
-    Xtr, ytr, _, _, shape = dp.load_data(args)
-    model = dp.build_model(args, shape)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr)
-    batches = dp.batch_indices(args.seed, len(ytr), args.batch_size)
+    Xtr, ytr, _, _, shape = program.load_data(cfg)
+    model = program.build_model(cfg, shape)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    batches = program.batch_indices(cfg.seed, len(ytr), cfg.batch_size)
     width = model.classifier[1].out_features
-    for t in range(args.iterations):
+    for t in range(cfg.iterations):
         b = next(batches)
-        keep = dp.dropout_keep(args.seed, t, args.batch_size, width, args.dropout)
+        keep = dp.dropout_keep(cfg.seed, t, cfg.batch_size, width, cfg.dropout)
         h = model.classifier[:3](model.features(Xtr[b].view(-1, *shape)))  # flatten, dense, relu
         loss = F.cross_entropy(model.classifier[4](h * keep), ytr[b])
         opt.zero_grad()
@@ -58,24 +60,24 @@ def reference(args) -> np.ndarray:
 
 
 def check_equals_reference(comm, extra: list[str], name: str) -> None:
-    args = dp.parse_args(TINY + ["--compressor", "none", "--iterations", "4"] + extra)
-    model, rows = dp.train(args, comm)
+    cfg = program.parse(TINY + ["--compressor", "none", "--iterations", "4"] + extra)
+    model, rows = program.train(cfg, comm)
     mine = dp.flat_params(model)
     if comm.Get_rank() == 0:
-        ref = reference(args)
+        ref = reference(cfg)
         err = float(np.abs(mine - ref).max())
         assert err < 1e-5, f"{name}: max |dp - single| = {err}"
         assert rows[-1]["replicas_identical"], name
         if "--allreduce" in extra:  # the exact bytes our collective sent, averaged over ranks
             size, n = comm.Get_size(), rows[-1]["n_params"]
-            want = np.mean([bytes_sent(args.allreduce, size, 4 * n, r, 4) for r in range(size)])
+            want = np.mean([bytes_sent(cfg.allreduce, size, 4 * n, r, 4) for r in range(size)])
             assert rows[0]["bytes_sent"] == want, (rows[0]["bytes_sent"], want)
         print(f"OK {name} max_abs_err={err:.2e}", flush=True)
 
 
 def check_replicas_identical(comm) -> None:
-    args = dp.parse_args(TINY + ["--compressor", "dynamic", "--iterations", "6"])
-    model, _ = dp.train(args, comm)
+    cfg = program.parse(TINY + ["--compressor", "dynamic", "--iterations", "6"])
+    model, _ = program.train(cfg, comm)
     mine = dp.flat_params(model).tobytes()
     assert all(b == mine for b in comm.allgather(mine)), "dynamic: replicas drifted"
     if comm.Get_rank() == 0:
@@ -90,10 +92,11 @@ def main() -> None:
         algo = sys.argv[2]
         check_equals_reference(comm, ["--allreduce", algo], f"none_{algo}_equals_single_process")
     check_replicas_identical(comm)
-    dp.main(
+    status = program.main(
         TINY
         + ["--compressor", "topk", "--topk-fraction", "0.05", "--iterations", "3", "--out", out]
     )
+    assert status == 0, status
 
 
 if __name__ == "__main__":
