@@ -1,4 +1,5 @@
-"""The race's modelled clock (``costmodel.RaceClock``) and its parts against closed forms."""
+"""The race's modelled clock (``costmodel.RaceClock``) and its parts against closed forms, and
+the one-rank microbenchmarks it is fed with (``race_bench.measure``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import pytest
 
+from splitnet import race, race_bench
 from splitnet.parallel.costmodel import (
     CostParams,
     RaceClock,
@@ -107,3 +109,11 @@ def test_speedup_is_single_time_to_target_over_the_method_s():
 def test_a_method_without_a_clock_is_refused_by_name():
     with pytest.raises(ValueError, match="no modelled clock for race method 'pipeline'"):
         CLOCK.step_time(Variant("pipeline"), 2)
+
+
+def test_measure_times_every_method_at_every_N():
+    cfg, rc = race.load(None, ["data.name=digits", "model.hidden=[6, 5]", "race.epochs=1"], 1)
+    b = race_bench.measure(cfg, rc, [1, 2, 8], reps=1, steps=2)
+    assert set(b.dp) == set(b.tensor) == {1, 2, 8} and set(b.piece) == {1, 2}  # 8 > 5 neurons
+    values = [b.single, b.compress, b.sync, *b.dp.values(), *b.piece.values()]
+    assert all(t > 0 for t in [*values, *b.tensor.values()])
