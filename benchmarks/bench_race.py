@@ -4,10 +4,11 @@ as ratios to single's in the same job, for several batch sizes.
     .venv/bin/python benchmarks/bench_race.py                   # ~4 min on 2 idle cores
     .venv/bin/python benchmarks/bench_race.py --repeats 5 --out figures/bench_race.md
 
-Each run is one ``mpiexec -n 2 ... splitnet.race`` job on ``experiments/race.toml`` (the wide
-784-1024-1024-10 MLP on MNIST-5k) with methods single, split (one-shot) and dataparallel (MPI
-Allreduce), ``--epochs`` epochs and no evaluation in between, so the three run back to back in
-one job and their ratio sees the same load. The goals (issue 12): split <= 0.5x, dense
+Each run is one ``mpiexec -n 2 ... splitnet.race`` job (``splitnet.mpi.launch``) on
+``experiments/race.toml`` (the wide 784-1024-1024-10 MLP on MNIST-5k) with methods single,
+split (one-shot) and dataparallel (MPI Allreduce), ``--epochs`` epochs and no evaluation in
+between, so the three run back to back in one job and their ratio sees the same load. The
+goals set when the race was built: split <= 0.5x, dense
 data-parallel <= 0.6x single's per-epoch time. Reported per batch size: min and median over
 ``--repeats`` jobs of each ratio, and the load average before and after.
 """
@@ -15,22 +16,24 @@ data-parallel <= 0.6x single's per-epoch time. Reported per batch size: min and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from splitnet.mpi import launch  # noqa: E402
+from splitnet.race import read_rows  # noqa: E402
+
 LABELS = ("single", "split one-shot", "dp mpi")
 GOALS = {"split one-shot": 0.5, "dp mpi": 0.6}
 
 
 def one_job(batch: int, epochs: int, out: Path) -> dict[str, float]:
     """Seconds per epoch of every method of one 2-rank race job."""
-    mpiexec = Path(sys.executable).parent / "mpiexec"
     items = [
         'race.methods=["single", "split", "dataparallel"]',
         'race.split_modes=["one-shot"]',
@@ -40,11 +43,9 @@ def one_job(batch: int, epochs: int, out: Path) -> dict[str, float]:
         f"train.batch_size={batch}",
     ]
     sets = [x for item in items for x in ("--set", item)]
-    cmd = [str(mpiexec), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "splitnet.race"]
-    cmd += ["--config", str(REPO / "experiments" / "race.toml"), "--out", str(out), "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run(cmd + sets, check=True, cwd=REPO, env=env, timeout=1200)
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    args = ["-m", "splitnet.race", "--config", str(REPO / "experiments" / "race.toml")]
+    launch(2, [*args, "--out", str(out), "--quiet", *sets], check=True, cwd=REPO, timeout=1200)
+    rows = read_rows(out)
     out.unlink()
     last = {r["label"]: r for r in rows if r["step"] > 0}
     return {label: last[label]["wall_s"] / last[label]["epoch"] for label in LABELS}

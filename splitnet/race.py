@@ -1,4 +1,4 @@
-"""One MLP trained on N ranks by every method, against the clock (issue 12).
+"""One MLP trained on N ranks by every method, against the clock.
 
     mpiexec -n 2 python -m mpi4py -m splitnet.race --config experiments/race.toml \
         --out results/race.jsonl [--set race.epochs=3 ...]
@@ -21,7 +21,8 @@ import argparse
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,10 +36,10 @@ from .config import add_arguments, from_dict, read_raw
 from .data import load_splits
 from .mpi import Comm, abort_on_error, rank0_verdict, world, wtime
 from .parallel import dataparallel
-from .race_methods import RUNNERS, Metered, Problem, evaluate
+from .race_methods import RUNNERS, Metered, Problem, Variant, evaluate
 from .seeds import remaining_order_seed
 from .sgd import check_batchnorm_batches, minibatches, sgd, steps_per_epoch
-from .validation import coerce
+from .validation import Constraint, Each, Interval, OneOf, build, check
 
 METHODS = ("single", "split", "dataparallel", "tensor")
 SPLIT_MODES = ("one-shot", "rounds")
@@ -49,7 +50,7 @@ SHUFFLES = ("shared", "per-piece")
 
 @dataclass(frozen=True)
 class Race:
-    """The [race] section of the config."""
+    """The [race] section of the config: which variants run, for how long, split's options."""
 
     methods: tuple[str, ...] = METHODS
     epochs: int = 5
@@ -64,43 +65,39 @@ class Race:
     target: float = 0.97  # time to target: this fraction of single's final accuracy (study)
 
 
-_LISTS = {"methods": METHODS, "split_modes": SPLIT_MODES, "exchanges": EXCHANGES}
+# What every value of [race] must satisfy (splitnet.validation); ``load`` ties keys together.
+CONSTRAINTS: dict[str, Constraint] = {
+    "methods": Each(OneOf(METHODS)),
+    "epochs": Interval(1),
+    "eval_every": Interval(0),
+    "split_modes": Each(OneOf(SPLIT_MODES)),
+    "E": Interval(1),
+    "strategy": OneOf(STRATEGIES),
+    "combination": Interval(0),
+    "shuffle": OneOf(SHUFFLES),
+    "exchanges": Each(OneOf(EXCHANGES)),
+    "topk_ratio": Interval(0, 1, "right"),
+    "target": Interval(0, 1, "right"),
+}
+_NAME_LISTS = ("methods", "split_modes", "exchanges")  # lists of names, not of integers
 
 
-def parse_race(raw: dict[str, Any]) -> Race:
-    """The [race] table, checked; ValueError names the key and value."""
-    base, out = Race(), {}
-    known = {f.name for f in fields(Race)}
-    for key, value in raw.items():
-        if key not in known:
-            raise ValueError(f"unknown key race.{key} (known: {', '.join(sorted(known))})")
-        if key in _LISTS:
-            if not isinstance(value, list) or not value:
-                raise ValueError(f"race.{key} must be a non-empty list, got {value!r}")
-            bad = [v for v in value if v not in _LISTS[key]]
-            if bad:
-                raise ValueError(
-                    f"race.{key}: {bad[0]!r} is not one of {', '.join(_LISTS[key])} "
-                    f"(race.{key}={value!r})"
-                )
-            out[key] = tuple(value)
-        else:
-            out[key] = coerce(f"race.{key}", value, getattr(base, key))
-    r = replace(base, **out)
-    for key, allowed in (("strategy", STRATEGIES), ("shuffle", SHUFFLES)):
-        if getattr(r, key) not in allowed:
-            raise ValueError(f"race.{key}={getattr(r, key)!r} is not one of {', '.join(allowed)}")
-    if r.E < 1:
-        raise ValueError(f"race.E={r.E} must be >= 1 (steps per round)")
-    if r.epochs < 1:
-        raise ValueError(f"race.epochs={r.epochs} must be >= 1")
-    if r.eval_every < 0:
-        raise ValueError(f"race.eval_every={r.eval_every} must be >= 0 (0: every epoch)")
-    if not 0 < r.topk_ratio <= 1:
-        raise ValueError(f"race.topk_ratio={r.topk_ratio} must lie in (0, 1]")
-    if not 0 < r.target <= 1:
-        raise ValueError(f"race.target={r.target} must lie in (0, 1]")
-    return r
+def parse_race(raw: Mapping[str, Any]) -> Race:
+    """The [race] table, built and checked (``splitnet.validation``); ValueError names the key
+    and the value."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"[race] must be a table, got {raw!r}")
+    names = {k: _names(f"race.{k}", raw[k]) for k in _NAME_LISTS if k in raw}
+    race = replace(build(Race, {k: v for k, v in raw.items() if k not in names}, "race"), **names)
+    check(race, CONSTRAINTS, "race")
+    return race
+
+
+def _names(key: str, value: Any) -> tuple[str, ...]:
+    """A non-empty list of strings (``validation.coerce`` takes lists of integers only)."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key} must be a non-empty list of names, got {value!r}")
+    return tuple(value)
 
 
 def load(path: str | None, overrides: list[str], ranks: int) -> tuple[Any, Race]:
@@ -152,39 +149,22 @@ def load(path: str | None, overrides: list[str], ranks: int) -> tuple[Any, Race]
     return cfg, race
 
 
-def variants(race: Race) -> list[dict[str, Any]]:
-    """Every (method, options) the race runs, in order."""
-    out: list[dict[str, Any]] = []
+def variants(race: Race) -> list[Variant]:
+    """Every competitor the race runs, in order: its methods, split per mode, data-parallel per
+    exchange."""
+    out: list[Variant] = []
     for m in race.methods:
         if m == "split":
             for mode in race.split_modes:
-                out.append(
-                    {
-                        "method": m,
-                        "mode": mode,
-                        "E": race.E if mode == "rounds" else None,
-                        "strategy": race.strategy,
-                        "shuffle": race.shuffle,
-                    }
-                )
+                E = race.E if mode == "rounds" else None
+                out.append(Variant(m, mode, E, strategy=race.strategy, shuffle=race.shuffle))
         elif m == "dataparallel":
             for ex in race.exchanges:
-                out.append(
-                    {"method": m, "exchange": ex}
-                    | ({"topk_ratio": race.topk_ratio} if ex == "topk" else {})
-                )
+                ratio = race.topk_ratio if ex == "topk" else None
+                out.append(Variant(m, exchange=ex, topk_ratio=ratio))
         else:
-            out.append({"method": m})
+            out.append(Variant(m))
     return out
-
-
-def label(v: dict[str, Any]) -> str:
-    if v["method"] == "split":
-        return "split one-shot" if v["mode"] == "one-shot" else f"split E={v['E']}"
-    if v["method"] == "dataparallel":
-        ex = v["exchange"]
-        return f"dp top-{v['topk_ratio']:g}" if ex == "topk" else f"dp {ex}"
-    return v["method"]
 
 
 # -- metering ---------------------------------------------------------------------------------
@@ -200,9 +180,7 @@ def problem(cfg: Any, race: Race) -> Problem:
     stream = minibatches(len(X), B, remaining_order_seed(cfg), epochs=race.epochs)
     sizes = [X.shape[1], *cfg.model.hidden, data.n_classes]
     tensors = (torch.from_numpy(a) for a in (X, y, Xt, yt))
-    return Problem(
-        cfg, *tensors, sizes, stream, steps_per_epoch(len(X), B), race.combination, race.topk_ratio
-    )
+    return Problem(cfg, *tensors, sizes, stream, steps_per_epoch(len(X), B), race.combination)
 
 
 def eval_points(pb: Problem, eval_every: int = 0) -> list[int]:
@@ -212,16 +190,16 @@ def eval_points(pb: Problem, eval_every: int = 0) -> list[int]:
 
 
 def race_one(
-    pb: Problem, v: dict, comm: Comm, tag: dict, quiet: bool, eval_every: int = 0
+    pb: Problem, v: Variant, comm: Comm, tag: dict, quiet: bool, eval_every: int = 0
 ) -> list[dict]:
     """Train one method to T steps; a row (on rank 0) at step 0 and every evaluation point."""
     rank = comm.Get_rank()
     meter = Metered(comm)
-    runner = RUNNERS[v["method"]](pb, v, comm, meter)
+    runner = RUNNERS[v.method](pb, v, comm, meter)
     wall = compute = 0.0
     rows: list[dict] = []
     seen = np.cumsum([0] + [len(b) for b in pb.stream])
-    bar = tqdm(total=pb.T, desc=label(v), unit="step", disable=quiet or rank != 0, leave=False)
+    bar = tqdm(total=pb.T, desc=v.label, unit="step", disable=quiet or rank != 0, leave=False)
     lo = 0
     for hi in [0, *eval_points(pb, eval_every)]:
         comm.Barrier()
@@ -240,9 +218,9 @@ def race_one(
             loss, acc = evaluate(net, pb)
             rows.append(
                 {
-                    "method": v["method"],
-                    "options": {k: x for k, x in v.items() if k != "method"},
-                    "label": label(v),
+                    "method": v.method,
+                    "options": v.options,
+                    "label": v.label,
                     "ranks": comm.Get_size(),
                     "step": hi,
                     "epoch": hi / pb.per_epoch,
@@ -270,7 +248,7 @@ def race_all(args: argparse.Namespace, cfg: Any, race: Race, comm: Comm, f: Text
     # start-up off the clock: autograd's first backward (a few ms)
     sgd(pb.net(), pb.X, pb.y, pb.stream[:1], lr=cfg.train.lr)
     full = config_dict(cfg, race)
-    tag = {"seed": cfg.seed, "config_hash": _hash(full)}
+    tag = {"seed": cfg.seed, "config_hash": config_hash(full)}
     if comm.Get_rank() == 0:
         Path(str(args.out) + ".config.json").write_text(json.dumps(full, indent=1) + "\n")
     for v in variants(race):
@@ -279,15 +257,10 @@ def race_all(args: argparse.Namespace, cfg: Any, race: Race, comm: Comm, f: Text
             write_rows(f, rows)
             last = rows[-1]
             print(
-                f"{label(v):>16}: accuracy {last['test_accuracy']:.4f}  wall {last['wall_s']:.2f} s"
+                f"{v.label:>16}: accuracy {last['test_accuracy']:.4f}  wall {last['wall_s']:.2f} s"
                 f"  bytes/rank {last['bytes_max'] / 1e6:.2f} MB",
                 file=sys.stderr,
             )
-
-
-def _hash(d: dict) -> str:
-    """12 hex digits of the run's config (the keys sorted): rows say what made them."""
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -318,7 +291,7 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], TextIO |
         load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after start-up
         try:
             dataparallel.check_out(args.out)
-            held = _rows_in(Path(args.out))
+            held = rows_in(Path(args.out))
             if held and not args.overwrite:
                 raise ValueError(
                     f"--out={args.out!r} already holds {held} rows: pass --overwrite to "
@@ -331,14 +304,6 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], TextIO |
         return (args, cfg, race), f
 
     return rank0_verdict(comm, "splitnet.race", decide)
-
-
-def _rows_in(path: Path) -> int:
-    """The non-empty lines of ``path`` (0 when it does not exist)."""
-    if not path.is_file():
-        return 0
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
 
 
 # -- the race ---------------------------------------------------------------------------------
@@ -357,14 +322,48 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# -- rows: the results writer replaces this section (one writer, one hash, one resume) --------
+def config_dict(cfg: Any, race: Race) -> dict[str, Any]:
+    """The run's whole config: what ``config_hash`` digests and the sidecar holds."""
+    return {**cfg.to_dict(), "race": asdict(race)}
+
+
+def config_hash(d: dict[str, Any]) -> str:
+    """12 hex digits of the run's config (the keys sorted): rows say what made them."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def write_rows(f: TextIO, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         f.write(json.dumps(r) + "\n")
     f.flush()
 
 
-def config_dict(cfg: Any, race: Race) -> dict[str, Any]:
-    return {**cfg.to_dict(), "race": asdict(race)}
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a race's ``--out`` file ([] when it does not exist)."""
+    if not path.is_file():
+        return []
+    with open(path, "rb") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def rows_in(path: Path) -> int:
+    """The non-empty lines of ``path`` (0 when it does not exist)."""
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def complete(path: Path, cfg: Any, race: Race) -> bool:
+    """``path`` holds a finished run of this config: every variant's last evaluation."""
+    want = config_hash(config_dict(cfg, race))
+    finals = {
+        r["label"]
+        for r in read_rows(path)
+        if r["epoch"] == race.epochs and r["config_hash"] == want
+    }
+    return finals == {v.label for v in variants(race)}
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ s_0, s_1, ... of T steps (plain SGD, lr, no momentum):
     tensor        ChunkedMLP: rank r owns rows r of every layer; Allgatherv per layer forward,
                   Reduce_scatter per layer backward
 
+A ``Variant`` names one competitor: the method and the options it reads (split's mode and E,
+data-parallel's exchange); ``RUNNERS[variant.method]`` is its class.
+
 ``Metered`` counts the payload a rank hands to MPI for other ranks, at the calls (Send/Sendrecv:
 the buffer; Allreduce: the vector; Allgather(v): its block; Reduce_scatter: the blocks of the
 others; Gatherv: its block (root 0); Scatter(v): the root's blocks for the others), and times
@@ -135,6 +138,55 @@ class Metered:
         self._timed(self.comm.Scatterv, lambda *_, **__: n)(sendbuf, recvbuf, root=root)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One competitor of the race: a method and the options it reads (``race.variants``)."""
+
+    method: str  # single | split | dataparallel | tensor
+    mode: str | None = None  # split: "one-shot" (one sync, after T steps) or "rounds"
+    E: int | None = None  # split rounds: local steps per round (IST)
+    strategy: str | None = None  # split: how rank 0 cuts the net (race.strategy)
+    shuffle: str | None = None  # split: the pieces' minibatch streams (race.shuffle)
+    exchange: str | None = None  # dataparallel: "mpi" | "ring" (dense) | "topk" (+ residual)
+    topk_ratio: float | None = None  # dataparallel topk: the fraction of entries sent
+
+    @property
+    def label(self) -> str:
+        """The name in rows, tables and figures: "split E=20", "dp top-0.01", "tensor", ..."""
+        if self.method == "split":
+            return "split one-shot" if self.mode == "one-shot" else f"split E={self.E}"
+        if self.method == "dataparallel":
+            ex = self.exchange
+            return f"dp top-{self.topk_ratio:g}" if ex == "topk" else f"dp {ex}"
+        return self.method
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """A row's ``options``: what this method reads (split one-shot's E is None)."""
+        if self.method == "split":
+            return {
+                "mode": self.mode,
+                "E": self.E,
+                "strategy": self.strategy,
+                "shuffle": self.shuffle,
+            }
+        if self.method == "dataparallel":
+            topk = {"topk_ratio": self.topk_ratio} if self.exchange == "topk" else {}
+            return {"exchange": self.exchange} | topk
+        return {}
+
+    @property
+    def exact(self) -> bool:
+        """Computes single's SGD, up to float rounding (dense data-parallel, tensor-parallel)."""
+        return self.method == "tensor" or (
+            self.method == "dataparallel" and self.exchange != "topk"
+        )
+
+    def steps_per_sync(self, T: int) -> int:
+        """Split's local steps between syncs in a run of T steps (one-shot: T)."""
+        return T if self.mode == "one-shot" else int(self.E)
+
+
 @dataclass
 class Problem:
     """What every method trains: the data, the net's shape and seed, the minibatch stream."""
@@ -148,7 +200,6 @@ class Problem:
     stream: list[torch.Tensor]  # T minibatches of the single run
     per_epoch: int
     combination: int = 0  # split: the exhaustive combination / the random draw (race.combination)
-    topk_ratio: float = 0.01  # dataparallel top-k: the fraction of entries sent (race.topk_ratio)
 
     @property
     def T(self) -> int:
@@ -162,7 +213,7 @@ class Problem:
 class Single:
     """The reference: rank 0 runs ``sgd`` on the stream; the other ranks wait at the barrier."""
 
-    def __init__(self, pb: Problem, v: dict, comm: Comm, meter: Metered):
+    def __init__(self, pb: Problem, v: Variant, comm: Comm, meter: Metered):
         self.pb, self.net = pb, pb.net() if comm.Get_rank() == 0 else None
 
     def train(self, lo: int, hi: int) -> None:
@@ -180,10 +231,10 @@ class SplitRun:
     (``split.unheld = "pretrained"``); it is never trained.
     """
 
-    def __init__(self, pb: Problem, v: dict, comm: Comm, meter: Metered):
+    def __init__(self, pb: Problem, v: Variant, comm: Comm, meter: Metered):
         self.pb, self.comm, self.meter = pb, comm, meter
         self.rank, cfg = comm.Get_rank(), pb.cfg
-        self.E = pb.T if v["mode"] == "one-shot" else v["E"]
+        self.E = v.steps_per_sync(pb.T)
         self.paths = paths_of(cfg)  # straight: path p = (p, ..., p)
         self.space = space_of(cfg)
         self.ref = pb.net() if self.rank == 0 else None  # net_r
@@ -275,16 +326,15 @@ class SplitRun:
 class DataParallel:
     """Replicas; step t: my contiguous shard of s_t, ``dataparallel.step``, ``apply_update``."""
 
-    def __init__(self, pb: Problem, v: dict, comm: Comm, meter: Metered):
+    def __init__(self, pb: Problem, v: Variant, comm: Comm, meter: Metered):
         self.pb, self.meter, self.net = pb, meter, pb.net()
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         n = n_values(pb.sizes)
         self.buffer = np.empty(n, np.float32)  # g_r, then G in place: reused every step
-        topk = v["exchange"] == "topk"
-        self.comp = cz.make_compressor(
-            "topk" if topk else "none", n, residual=True, topk_fraction=pb.topk_ratio
-        )
-        self.algorithm = "mpi" if topk else v["exchange"]
+        topk = v.exchange == "topk"
+        extra = {"topk_fraction": v.topk_ratio} if topk else {}
+        self.comp = cz.make_compressor("topk" if topk else "none", n, residual=True, **extra)
+        self.algorithm = "mpi" if topk else v.exchange
 
     def train(self, lo: int, hi: int) -> None:
         X, y, lr = self.pb.X, self.pb.y, self.pb.cfg.train.lr
@@ -301,10 +351,10 @@ class DataParallel:
         return self.net if self.rank == 0 else None
 
 
-class Tensor:
+class TensorParallel:
     """``ChunkedMLP``: rank r owns rows r of every layer (same init, sliced, no broadcast)."""
 
-    def __init__(self, pb: Problem, v: dict, comm: Comm, meter: Metered):
+    def __init__(self, pb: Problem, v: Variant, comm: Comm, meter: Metered):
         self.pb, self.comm, self.meter = pb, comm, meter
         self.tp = ChunkedMLP.from_torch(pb.net(), meter, broadcast=False)
         self.X, self.y = pb.X.numpy(), pb.y.numpy()
@@ -323,7 +373,12 @@ class Tensor:
         return net if self.comm.Get_rank() == 0 else None
 
 
-RUNNERS = {"single": Single, "split": SplitRun, "dataparallel": DataParallel, "tensor": Tensor}
+RUNNERS = {
+    "single": Single,
+    "split": SplitRun,
+    "dataparallel": DataParallel,
+    "tensor": TensorParallel,
+}
 
 
 @torch.no_grad()

@@ -7,11 +7,12 @@ import json
 import math
 
 import pytest
-from conftest import load_study_script, run_mpi
+from conftest import run_mpi
 
-from splitnet import race
+from splitnet import race, race_tables
 from splitnet.parallel.collectives import bytes_sent
 from splitnet.partition import bounds, sizes
+from splitnet.race_methods import Variant
 
 TINY = """\
 seed = 0
@@ -170,13 +171,17 @@ def test_parse_race_names_the_value():
         ({"strategy": "spectral"}, "race.strategy='spectral'"),
         ({"topk_ratio": 0.0}, "race.topk_ratio=0.0"),
         ({"epochs": "3"}, "race.epochs must be of type int"),
+        ({"split_modes": []}, "race.split_modes must be a non-empty list"),
+        ({"methods": ["single", 3]}, "race.methods must be a non-empty list of names"),
+        ({"target": 1.5}, r"race.target=1.5 must lie in \(0, 1\]"),
+        ({"combination": -1}, "race.combination=-1 must be >= 0"),
+        ([1], r"\[race\] must be a table"),
     ):
         with pytest.raises(ValueError, match=needle):
             race.parse_race(raw)
 
 
-def test_study_table_marks_targets_not_reached():
-    study = load_study_script("race")
+def test_time_to_target_table_marks_targets_not_reached():
     rows = []
     for label, accs in (("single", [0.5, 0.9, 0.95]), ("split one-shot", [0.5, 0.6, 0.7])):
         for step, acc in enumerate(accs):
@@ -184,7 +189,7 @@ def test_study_table_marks_targets_not_reached():
                 {"label": label, "ranks": 2, "step": step, "epoch": step, "test_accuracy": acc,
                  "wall_s": 2.0 * step, "bytes_max": 0, "method": label.split()[0]}
             )  # fmt: skip
-    text = study.table(rows, target=0.97)
+    text = race_tables.table(rows, target=0.97)
     assert "| single | 2 | 0.9500 | 4.00 / 4.00 | 1.00x |" in text
     assert "not reached" in text
 
@@ -229,3 +234,24 @@ def test_a_rerun_refuses_to_overwrite_a_results_file(tmp_path, capsys):
     (verdict, _), f = race.setup(["--out", str(empty), "--quiet"], SerialComm())
     assert verdict == "run"
     f.close()
+
+
+def test_variants_are_the_methods_in_order_with_the_options_they_read():
+    r = race.parse_race({"E": 7, "topk_ratio": 0.05})
+    vs = race.variants(r)
+    assert [v.label for v in vs] == [
+        "single", "split one-shot", "split E=7", "dp mpi", "dp ring", "dp top-0.05", "tensor",
+    ]  # fmt: skip
+    split = {"strategy": "random", "shuffle": "shared"}
+    assert [v.options for v in vs] == [
+        {},
+        {"mode": "one-shot", "E": None, **split},
+        {"mode": "rounds", "E": 7, **split},
+        {"exchange": "mpi"},
+        {"exchange": "ring"},
+        {"exchange": "topk", "topk_ratio": 0.05},
+        {},
+    ]
+    assert [v.label for v in vs if v.exact] == ["dp mpi", "dp ring", "tensor"]
+    assert [v.steps_per_sync(100) for v in vs[1:3]] == [100, 7]
+    assert Variant("split", "rounds", 7, "random", "shared") == vs[2]  # frozen, comparable

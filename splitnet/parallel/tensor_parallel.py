@@ -70,7 +70,7 @@ _DERIV = {
 _ACTIVATIONS = (*ACTIVATIONS, "identity")
 
 
-class _Plan:
+class Plan:
     """Buffers and Allgatherv / Reduce_scatter counts for one batch size B (built once)."""
 
     def __init__(self, net: ChunkedMLP, B: int):
@@ -93,6 +93,12 @@ class _Plan:
             )
         ]
         self.delta = [np.empty((c, B), dt) for c in net.counts]  # D_{l,r}
+
+    def clear(self) -> None:
+        """Every buffer set to 0: a benchmark whose collectives do nothing (the race's one-rank
+        timing of rank 0's share) then computes on zeros, not on uninitialised memory."""
+        for a in [*self.acts, *self.delta, *self.partial]:
+            a.fill(0.0)
 
 
 class ChunkedMLP:
@@ -130,7 +136,7 @@ class ChunkedMLP:
             self.W.append(np.array(np.asarray(w)[o : o + c], dtype=self.dtype, order="C"))
             self.b.append(np.array(np.asarray(b)[o : o + c], dtype=self.dtype).reshape(c, 1))
         self.dW = [np.empty_like(w) for w in self.W]
-        self._plans: dict[int, _Plan] = {}
+        self._plans: dict[int, Plan] = {}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -193,19 +199,20 @@ class ChunkedMLP:
         return nn.Sequential(*mods)
 
     # -- compute ------------------------------------------------------------------------------
-    def _plan(self, B: int) -> _Plan:
+    def plan(self, B: int) -> Plan:
+        """The buffers of batch size ``B``, built on first use and kept."""
         plan = self._plans.get(B)
         if plan is None:
             if len(self._plans) >= 8:  # bounded cache: a trailing partial batch adds one entry
                 self._plans.clear()
-            plan = self._plans[B] = _Plan(self, B)
+            plan = self._plans[B] = Plan(self, B)
         return plan
 
-    def _forward(self, x: ArrayLike) -> _Plan:
+    def _forward(self, x: ArrayLike) -> Plan:
         x = np.asarray(x, dtype=self.dtype)
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
             raise ValueError(f"x.shape={x.shape} must be (batch, {self.sizes[0]})")
-        plan = self._plan(x.shape[0])
+        plan = self.plan(x.shape[0])
         np.copyto(plan.acts[0], x.T)
         a = plan.acts[0]
         comm = self.comm

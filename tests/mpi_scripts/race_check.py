@@ -28,9 +28,9 @@ ref = pb.net()
 sgd(ref, pb.X, pb.y, pb.stream, lr=cfg.train.lr)
 
 
-def final(v: dict, cuts: list[int]) -> torch.nn.Module | None:
+def final(v: race_methods.Variant, cuts: list[int]) -> torch.nn.Module | None:
     """Train ``v`` to T steps in the segments cut at ``cuts``; the full net on rank 0."""
-    runner = race_methods.RUNNERS[v["method"]](pb, v, comm, race_methods.Metered(comm))
+    runner = race_methods.RUNNERS[v.method](pb, v, comm, race_methods.Metered(comm))
     for lo, hi in zip([0, *cuts], [*cuts, pb.T], strict=True):
         runner.train(lo, hi)
         mid = runner.full_net()  # an evaluation mid-way must not change anything
@@ -47,16 +47,16 @@ for v in race.variants(rc):
     if rank != 0:
         continue
     diff = max(float((a - b).abs().max()) for a, b in zip(params(net), params(ref), strict=True))
-    name = race.label(v).replace(" ", "_")
-    if v["method"] == "split" and size == 1:
+    name = v.label.replace(" ", "_")
+    if v.method == "split" and size == 1:
         assert all(torch.equal(a, b) for a, b in zip(params(net), params(ref), strict=True)), (
             name,
             diff,
         )
         print(f"OK {name}_k1_equals_single", flush=True)
-    elif v["method"] == "dataparallel" and v["exchange"] != "topk" and size > 1:
+    elif v.method == "dataparallel" and v.exchange != "topk" and size > 1:
         assert diff < 1e-5, (name, diff)
         print(f"OK {name}_equals_single_process ({diff:.1e})", flush=True)
-    elif v["method"] == "tensor" and size > 1:
+    elif v.method == "tensor" and size > 1:
         assert diff < 1e-4, (name, diff)
         print(f"OK {name}_equals_single_process ({diff:.1e})", flush=True)
