@@ -18,24 +18,23 @@ included). ``bytes`` (cumulative, per rank): the payload this rank hands to MPI 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from . import results
 from .combinations import Space
 from .config import add_arguments, from_dict, read_raw
 from .data import load_splits
+from .footprint import check_fits
 from .mpi import Comm, abort_on_error, rank0_verdict, world, wtime
-from .parallel import dataparallel
 from .race_methods import RUNNERS, Metered, Problem, Variant, evaluate
 from .seeds import remaining_order_seed
 from .sgd import check_batchnorm_batches, minibatches, sgd, steps_per_epoch
@@ -240,21 +239,20 @@ def race_one(
     return rows
 
 
-def race_all(args: argparse.Namespace, cfg: Any, race: Race, comm: Comm, f: TextIO | None) -> None:
-    """Every variant in turn; rank 0 appends its rows to ``f`` as each finishes."""
+def race_all(
+    args: argparse.Namespace, cfg: Any, race: Race, comm: Comm, out: results.ResultsFile | None
+) -> None:
+    """Every variant in turn; rank 0 appends its rows to ``out`` as each finishes."""
     torch.set_num_threads(1)  # one core per rank: the race compares ranks, not BLAS threads
     threadpool_limits(1)  # numpy's BLAS too (ChunkedMLP's products)
     pb = problem(cfg, race)
     # start-up off the clock: autograd's first backward (a few ms)
     sgd(pb.net(), pb.X, pb.y, pb.stream[:1], lr=cfg.train.lr)
-    full = config_dict(cfg, race)
-    tag = {"seed": cfg.seed, "config_hash": config_hash(full)}
-    if comm.Get_rank() == 0:
-        Path(str(args.out) + ".config.json").write_text(json.dumps(full, indent=1) + "\n")
+    tag = {"seed": cfg.seed}  # the writer stamps config_hash
     for v in variants(race):
         rows = race_one(pb, v, comm, tag, args.quiet, race.eval_every)
-        if comm.Get_rank() == 0:
-            write_rows(f, rows)
+        if out is not None:
+            out.write(rows)
             last = rows[-1]
             print(
                 f"{v.label:>16}: accuracy {last['test_accuracy']:.4f}  wall {last['wall_s']:.2f} s"
@@ -282,26 +280,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], TextIO | None]:
-    """Parse and check on rank 0; every rank gets the verdict ("run", ...) or ("exit", code)."""
+def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], results.ResultsFile | None]:
+    """Parse and check on rank 0; every rank gets the verdict ("run", ...) or ("exit", code).
 
-    def decide() -> tuple[Any, TextIO]:
+    Rank 0 also checks that the net fits in memory and opens (locks) ``--out`` through the one
+    results path, before any training: a FIFO, a foreign file, another run's lock or an edited
+    sidecar is refused here, and a file holding rows only with ``--overwrite`` (a timed race
+    cannot resume).
+    """
+
+    def decide() -> tuple[Any, results.ResultsFile]:
         args = parse_args(argv)
         cfg, race = load(args.config, args.overrides, comm.Get_size())
-        load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after start-up
+        data = load_splits(cfg.data, cfg.seed)  # bad data: a message now, not after start-up
+        check_fits([data.pretrain[0].shape[1], *cfg.model.hidden, data.n_classes])
+        mode = "replace" if args.overwrite else "new"
         try:
-            dataparallel.check_out(args.out)
-            held = rows_in(Path(args.out))
-            if held and not args.overwrite:
-                raise ValueError(
-                    f"--out={args.out!r} already holds {held} rows: pass --overwrite to "
-                    "replace them, or name another file"
-                )
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            f = open(args.out, "w")  # noqa: SIM115 - held for the whole run, closed in main
+            out = results.open_results(args.out, config_dict(cfg, race), ROWS, mode=mode)
         except OSError as e:
             raise ValueError(f"--out={args.out!r} is not writable: {e.strerror}") from None
-        return (args, cfg, race), f
+        except ValueError as e:
+            hint = ": pass --overwrite to replace them" if "already holds" in str(e) else ""
+            raise ValueError(f"--out {e}{hint}") from None
+        return (args, cfg, race), out
 
     return rank0_verdict(comm, "splitnet.race", decide)
 
@@ -310,54 +311,35 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], TextIO |
 def main(argv: list[str] | None = None) -> int:
     comm = world()
     with abort_on_error(comm):
-        (kind, payload), f = setup(argv, comm)
+        (kind, payload), out = setup(argv, comm)
         if kind == "exit":
             return payload or 0
         try:
             args, cfg, race = payload
-            race_all(args, cfg, race, comm, f)
+            race_all(args, cfg, race, comm, out)
         finally:
-            if f is not None:
-                f.close()
+            if out is not None:
+                out.close()
     return 0
 
 
-# -- rows: the results writer replaces this section (one writer, one hash, one resume) --------
+# -- rows: through the one results path (splitnet.results) ----------------------------------
+ROWS = results.Layout(key=("label", "seed", "step"))  # a row per variant and evaluation point
+
+
 def config_dict(cfg: Any, race: Race) -> dict[str, Any]:
     """The run's whole config: what ``config_hash`` digests and the sidecar holds."""
     return {**cfg.to_dict(), "race": asdict(race)}
 
 
-def config_hash(d: dict[str, Any]) -> str:
-    """12 hex digits of the run's config (the keys sorted): rows say what made them."""
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def write_rows(f: TextIO, rows: list[dict[str, Any]]) -> None:
-    for r in rows:
-        f.write(json.dumps(r) + "\n")
-    f.flush()
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a race's ``--out`` file ([] when it does not exist)."""
-    if not path.is_file():
-        return []
-    with open(path, "rb") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def rows_in(path: Path) -> int:
-    """The non-empty lines of ``path`` (0 when it does not exist)."""
-    if not path.is_file():
-        return 0
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
+    return results.read_rows(path, ROWS)
 
 
 def complete(path: Path, cfg: Any, race: Race) -> bool:
     """``path`` holds a finished run of this config: every variant's last evaluation."""
-    want = config_hash(config_dict(cfg, race))
+    want = results.config_hash(config_dict(cfg, race))
     finals = {
         r["label"]
         for r in read_rows(path)

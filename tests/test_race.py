@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from conftest import run_mpi
@@ -138,7 +139,7 @@ def test_one_rank_split_rows_equal_single_rows(tmp_path, norm):
         (["--set", 'race.methods=["single", "pipeline"]'], "'pipeline' is not one of"),
         (["--set", "model.hidden=[4, 1]"], "needs N=2 ranks <= every hidden width"),
         (["--set", "race.E=0"], "race.E=0 must be >= 1"),
-        (["--out", "FILE/r.jsonl"], "is not a directory"),
+        (["--out", "FILE/r.jsonl"], "Not a directory"),
         (["--set", "race.colour=1"], "unknown key race.colour"),
     ],
 )
@@ -215,25 +216,79 @@ def test_batchnorm_pieces_travel_with_their_statistics(tmp_path):
             assert r["test_accuracy"] > 0.5, r["label"]
 
 
+def race_file(tmp_path, rows: int) -> Path:
+    """A race's results file holding ``rows`` rows of the default config (and its sidecar)."""
+    from splitnet import results
+
+    cfg, r = race.load(None, [], 1)
+    out = tmp_path / "race.jsonl"
+    with results.open_results(out, race.config_dict(cfg, r), race.ROWS, mode="new") as f:
+        f.write([{"label": "single", "seed": 0, "step": s, "epoch": 0} for s in range(rows)])
+    return out
+
+
 def test_a_rerun_refuses_to_overwrite_a_results_file(tmp_path, capsys):
     """In process (the verdict every rank gets): rows already in --out are kept unless
     --overwrite says otherwise; an empty file is no result and is reused."""
     from splitnet.mpi import SerialComm
 
-    out = tmp_path / "race.jsonl"
-    out.write_text('{"label": "single"}\n{"label": "split"}\n')
+    out = race_file(tmp_path, 2)
+    before = out.read_bytes()
     (verdict, _), f = race.setup(["--out", str(out), "--quiet"], SerialComm())
     assert verdict == "exit" and f is None
-    assert "already holds 2 rows: pass --overwrite" in capsys.readouterr().err
-    assert out.read_text().count("\n") == 2  # untouched
+    assert "already holds 2 row(s)" in capsys.readouterr().err
+    assert out.read_bytes() == before  # untouched
     (verdict, _), f = race.setup(["--out", str(out), "--overwrite", "--quiet"], SerialComm())
-    assert verdict == "run"
+    assert verdict == "run" and out.read_bytes() == b""
     f.close()
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     (verdict, _), f = race.setup(["--out", str(empty), "--quiet"], SerialComm())
     assert verdict == "run"
     f.close()
+
+
+def test_the_race_refuses_a_fifo_a_foreign_file_and_a_second_writer(tmp_path, capsys):
+    """--out goes through the one results path: a FIFO is refused at once (never waited on), a
+    file that is no race's results is left alone even with --overwrite, and a second run on
+    the same file, through a symlink, is refused while the first holds it."""
+    import os
+    import time
+
+    from splitnet.mpi import SerialComm
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    t = time.perf_counter()
+    (verdict, code), _ = race.setup(["--out", str(fifo), "--quiet"], SerialComm())
+    assert (verdict, code) == ("exit", 2) and time.perf_counter() - t < 10
+    assert "pipe" in capsys.readouterr().err
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("my notes\n")
+    (verdict, code), _ = race.setup(["--out", str(notes), "--overwrite"], SerialComm())
+    assert (verdict, code) == ("exit", 2) and notes.read_text() == "my notes\n"
+    capsys.readouterr()
+    out = tmp_path / "race.jsonl"
+    (tmp_path / "link.jsonl").symlink_to(out)
+    (verdict, _), first = race.setup(["--out", str(out), "--quiet"], SerialComm())
+    assert verdict == "run"
+    try:
+        (verdict, code), _ = race.setup(["--out", str(tmp_path / "link.jsonl")], SerialComm())
+        assert (verdict, code) == ("exit", 2)
+        assert "pid" in capsys.readouterr().err  # the holder is named
+    finally:
+        first.close()
+
+
+def test_a_race_too_big_for_memory_is_refused_before_training(tmp_path, capsys):
+    from splitnet.mpi import SerialComm
+
+    out = tmp_path / "race.jsonl"
+    argv = ["--set", "model.hidden=[200000, 200000]", "--out", str(out)]
+    (verdict, code), f = race.setup(argv, SerialComm())
+    err = capsys.readouterr().err
+    assert (verdict, code, f) == ("exit", 2, None) and not out.exists()
+    assert "model.hidden=[200000, 200000] needs at least" in err and "GiB" in err, err
 
 
 def test_variants_are_the_methods_in_order_with_the_options_they_read():
