@@ -97,6 +97,8 @@ def check_regular(path: str | Path) -> None:
         mode = Path(path).stat().st_mode
     except FileNotFoundError:
         return
+    except NotADirectoryError as e:  # a file where a folder of the path should be
+        raise ValueError(f"{str(path)!r} cannot be created: {e.strerror}") from None
     if not stat.S_ISREG(mode):
         kind = (
             "a directory"

@@ -41,12 +41,34 @@ def test_out_is_checked_before_any_training(tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     for out, needle in (
         (tmp_path, "is a directory"),
-        (tmp_path / "a_file" / "r.jsonl", "is not a directory"),
+        (tmp_path / "a_file" / "r.jsonl", "Not a directory"),
     ):
         assert program.main(TINY + ["--out", str(out)]) == 2
         err = capsys.readouterr().err
-        assert f"--out={str(out)!r}" in err and needle in err, err
-    program.check_out(str(tmp_path / "new" / "deeper" / "r.jsonl"))  # folders that can be created
+        assert repr(str(out)) in err and needle in err, err
+    made = program.open_out(DPConfig(out=str(tmp_path / "new" / "deeper" / "r.jsonl")))
+    made.close()  # folders that can be created are
+
+
+def test_out_goes_through_the_one_results_path(tmp_path, capsys):
+    """A finished run is never lost to a rerun (refused without --overwrite, replaced with it),
+    a file that is not data-parallel rows is never emptied, and the rows carry the hash of the
+    run's options in a sidecar."""
+    from splitnet import results
+
+    out = tmp_path / "r.jsonl"
+    assert program.main(TINY + ["--out", str(out)]) == 0
+    rows = results.read_rows(out, program.ROWS)
+    assert rows[-1]["summary"] and len({r["config_hash"] for r in rows}) == 1
+    assert results.read_sidecar(out)["config_hash"] == rows[0]["config_hash"]
+    before = out.read_bytes()
+    assert program.main(TINY + ["--out", str(out)]) == 2
+    assert "already holds" in capsys.readouterr().err and out.read_bytes() == before
+    assert program.main(TINY + ["--out", str(out), "--overwrite"]) == 0
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("my notes\n")
+    assert program.main(TINY + ["--out", str(notes), "--overwrite"]) == 2
+    assert notes.read_text() == "my notes\n"
 
 
 def test_dpconfig_refuses_bad_values_naming_them(tmp_path):

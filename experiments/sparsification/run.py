@@ -96,7 +96,8 @@ def run_all(cfg: dict, out: Path) -> None:
         if run not in todo:
             print(f"{run.out}: complete, skipped", flush=True)
             continue
-        args = ["-m", "splitnet.parallel.dataparallel", *program.to_argv(run)]
+        # not complete: nothing there, or a run cut short (rank 0 writes at the end): replace it
+        args = ["-m", "splitnet.parallel.dataparallel", *program.to_argv(run), "--overwrite"]
         print(f"mpiexec -n {cfg['ranks']} python -m mpi4py {' '.join(args)}", flush=True)
         proc = launch(cfg["ranks"], args)
         if proc.returncode:

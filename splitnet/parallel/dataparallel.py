@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
-import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -34,11 +32,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .. import results
 from ..data import load_dataset, three_way_split
 from ..mpi import SUM, Comm, abort_on_error, rank0_verdict, world, wtime
 from ..nets.cnn import CNN
 from ..partition import bounds
-from ..results import ANY_ROWS, read_rows
 from ..sgd import accuracy
 from ..validation import Constraint, Each, Interval, OneOf, build, check
 from . import compress as cz
@@ -70,6 +68,7 @@ class DPConfig:
     snapshot_iterations: tuple[int, ...] = (0, 50, 200, 550, 950)
     bins: int = 80
     out: str = ""
+    overwrite: bool = False
     quiet: bool = False
 
 
@@ -95,6 +94,8 @@ HELP = {
     "out": "JSON Lines file of the rows, written by rank 0 at the end; checked before training "
     "(default: none, only the summary is printed)",
     "quiet": "no progress bar",
+    "overwrite": "replace the rows --out already holds (without it such a file is refused: "
+    "a finished run is never lost to a rerun)",
 }
 
 # What every value must satisfy (splitnet.validation); rules tying keys together: validate.
@@ -119,7 +120,7 @@ CONSTRAINTS: dict[str, Constraint] = {
 
 def validate(cfg: DPConfig, prefix: str = "") -> None:
     """The constraint table, then the rules that tie keys together; a ``ValueError`` names the
-    key (``prefix.key`` when given) and its value. ``out`` is checked by ``check_out``."""
+    key (``prefix.key`` when given) and its value. ``out`` is opened by ``open_out``."""
     check(cfg, CONSTRAINTS, prefix)
 
     def key(name: str) -> str:
@@ -136,7 +137,11 @@ def validate(cfg: DPConfig, prefix: str = "") -> None:
             f"{key('allreduce')}={cfg.allreduce!r} applies to {key('compressor')}='none' only, "
             f"not {cfg.compressor!r}"
         )
-    check_out(cfg.out)
+    if cfg.out:
+        try:  # a folder or a FIFO now; the rest when rank 0 opens it (``open_out``)
+            results.check_regular(cfg.out)
+        except ValueError as e:
+            raise ValueError(f"{key('out')}: {e}") from None
 
 
 def from_dict(raw: Mapping[str, Any], prefix: str = "", base: DPConfig | None = None) -> DPConfig:
@@ -148,9 +153,9 @@ def from_dict(raw: Mapping[str, Any], prefix: str = "", base: DPConfig | None = 
 
 def record(cfg: DPConfig) -> dict[str, Any]:
     """The options as the summary row holds them: as the command line spells them (lists as
-    ``"32,64"``), ``quiet`` left out; a rerun compares these to resume."""
+    ``"32,64"``), ``quiet`` and ``overwrite`` left out; a rerun compares these to resume."""
     d = dataclasses.asdict(cfg)
-    del d["quiet"]
+    del d["quiet"], d["overwrite"]
     return {k: ",".join(map(str, v)) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -194,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for f in fields(DPConfig):
         default = f.default
-        if f.name == "quiet":
+        if f.name in ("quiet", "overwrite"):
             p.add_argument(flag(f.name), action="store_true", help=HELP[f.name])
         elif isinstance(default, bool):
             action = argparse.BooleanOptionalAction
@@ -348,7 +353,7 @@ def traffic(rows: list[dict]) -> dict[str, float]:
 def complete(cfg: DPConfig) -> bool:
     """Whether ``cfg.out`` holds a complete run (ending with its summary row) of these options;
     a ``ValueError`` for one of other options (the caller moves it away to rerun it)."""
-    rows = read_rows(cfg.out, ANY_ROWS)
+    rows = results.read_rows(cfg.out, ROWS) if Path(cfg.out).exists() else []
     if not rows or not rows[-1].get("summary"):
         return False  # absent, or cut short (rank 0 writes at the end): run it
     held = rows[-1]
@@ -362,34 +367,25 @@ def complete(cfg: DPConfig) -> bool:
     return True
 
 
-# ---- the files ----------------------------------------------------------------------------------
+# ---- the file: through the one results path ---------------------------------------------------
+
+ROWS = results.Layout(key=("iteration",), key_defaults={"iteration": "summary"})  # one run a file
 
 
-def write_rows(rows: list[dict], path: str | Path) -> None:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-
-
-def check_out(out: str) -> None:
-    """``--out`` must be a file rank 0 can write at the end: not a directory, and its folder
-    either exists and is writable or can be created (checked now, not after the training)."""
-    if not out:
-        return
-    path = Path(out)
-    if path.is_dir():
-        raise ValueError(f"--out={out!r} is a directory; name a .jsonl file in it")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"--out={out!r} exists and is not writable")
-    folder = path.absolute().parent
-    while not folder.exists():  # the nearest existing ancestor is where folders get created
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ValueError(f"--out={out!r} cannot be created: {str(folder)!r} is not a directory")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--out={out!r} cannot be created: {str(folder)!r} is not writable")
+def open_out(cfg: DPConfig) -> results.ResultsFile | None:
+    """Lock and check ``--out`` before any training (a FIFO, a folder, a foreign file, another
+    writer: refused); one holding rows only with ``--overwrite``. None without ``--out``."""
+    if not cfg.out:
+        return None
+    config = {k: v for k, v in record(cfg).items() if k != "out"}
+    mode = "replace" if cfg.overwrite else "new"
+    try:
+        return results.open_results(cfg.out, config, ROWS, mode=mode)
+    except OSError as e:
+        raise ValueError(f"--out={cfg.out!r} is not writable: {e.strerror}") from None
+    except ValueError as e:
+        hint = ": pass --overwrite to replace them" if "already holds" in str(e) else ""
+        raise ValueError(f"--out {e}{hint}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -397,13 +393,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     train; rank 0 writes ``--out`` and prints the summary. Returns the exit status."""
     comm = world()
     with abort_on_error(comm):
-        (kind, cfg), _ = rank0_verdict(comm, PROG, lambda: (parse(argv), None))
+
+        def decide() -> tuple[DPConfig, results.ResultsFile | None]:
+            cfg = parse(argv)
+            return cfg, open_out(cfg)
+
+        (kind, cfg), out = rank0_verdict(comm, PROG, decide)
         if kind == "exit":
             return cfg or 0
-        _, rows = train(cfg, comm)
+        try:
+            _, rows = train(cfg, comm)
+            if out is not None:
+                out.write(rows)
+        finally:
+            if out is not None:
+                out.close()
         if comm.Get_rank() == 0:
-            if cfg.out:
-                write_rows(rows, cfg.out)
             s, mean = rows[-1], traffic(rows)
             print(
                 f"{cfg.compressor} residual={cfg.residual}: test accuracy "
