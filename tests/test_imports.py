@@ -1,4 +1,5 @@
-"""The package's import graph: data flows one way, so ``splitnet/`` has no import cycle.
+"""The package's import graph: data flows one way, so ``splitnet/`` has no import cycle, and no
+module reaches into another's private (``_name``) names.
 
 Every ``import`` statement counts, at module level or inside a function (an import inside a
 function must not hide a cycle). Checked against an edge we know exists so the walk itself is
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "splitnet"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "splitnet"
 
 
 def import_graph(root: Path) -> dict[str, set[str]]:
@@ -93,3 +95,46 @@ FOUNDATIONS = {"splitnet.config", "splitnet.partition", "splitnet.seeds", "split
 def test_the_foundations_import_nothing_downstream(leaf):
     graph = import_graph(PACKAGE)
     assert graph[leaf] <= FOUNDATIONS, graph[leaf]
+
+
+def private_uses(root: Path) -> list[str]:
+    """Every ``from splitnet.X import _name`` and ``X._name`` (X an imported splitnet module)
+    in the .py files under ``root``: one module reaching into another's private names."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules: set[str] = set()  # local names bound to splitnet modules
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                ours = node.level > 0 or (node.module or "").startswith("splitnet")
+                for a in node.names if ours else ():
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        found.append(f"{path}:{node.lineno} imports {a.name}")
+                    else:
+                        modules.add(a.asname or a.name)
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("splitnet"):
+                        modules.add(a.asname or a.name.split(".")[0])
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                found.append(f"{path}:{node.lineno} uses {node.value.id}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("folder", ["splitnet", "experiments", "benchmarks"])
+def test_no_module_uses_another_modules_private_names(folder):
+    assert private_uses(REPO / folder) == []
+
+
+def test_the_private_walk_finds_a_planted_use(tmp_path):
+    (tmp_path / "a.py").write_text("from splitnet.config import _x\nfrom splitnet import race\n")
+    (tmp_path / "b.py").write_text("from splitnet import race as r\nr._hash({})\n")
+    found = private_uses(tmp_path)
+    assert len(found) == 2 and "imports _x" in found[0] and "uses r._hash" in found[1]
