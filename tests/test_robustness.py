@@ -1,7 +1,7 @@
 """Results are never lost or doubled, nothing hangs, every bad value gets a message.
 
-Each test covers a defect found by trying the driver as an adversarial user would; each failed
-on the code before the fix (named in the test's docstring).
+Each test states a behaviour an adversarial user checked for (two writers, foreign and doubled
+files, pipes, huge spaces, bad values, Ctrl-C): what the driver does, not how it got there.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _wait_for_rows(path: Path, proc: subprocess.Popen, timeout: float = 90) -> f
 
 
 def test_a_second_writer_is_refused_while_the_first_runs(tiny, tmp_path, capsys):
-    """Before: both runs succeeded and every row was written twice."""
+    """A second run on the same --out waits for nothing and writes nothing: it is refused."""
     out = tmp_path / "shared.jsonl"
     shim = tmp_path / "shim"
     shim.mkdir()
@@ -86,7 +86,7 @@ def test_a_second_writer_is_refused_while_the_first_runs(tiny, tmp_path, capsys)
 
 
 def test_a_file_holding_duplicates_is_reported_not_resumed(tiny, tmp_path, capsys):
-    """Before: a doubled file was accepted silently by a rerun."""
+    """A file holding a (seed, combination) twice is reported, never resumed into."""
     out = tmp_path / "d.jsonl"
     assert driver.main([*tiny, "--stop", "3", "--out", str(out)]) == 0
     out.write_bytes(out.read_bytes() * 2)
@@ -111,7 +111,8 @@ FOREIGN = {
 
 @pytest.mark.parametrize("name", FOREIGN)
 def test_a_foreign_file_as_out_is_refused_untouched(tiny, tmp_path, capsys, name):
-    """Before: the torn-line repair cut any file without a trailing newline to nothing."""
+    """Only a torn row of this run is cut; any other file without a final newline is refused
+    and left byte for byte as it was."""
     out = tmp_path / "foreign.jsonl"
     out.write_bytes(FOREIGN[name])
     rc, err = _main([*tiny, "--out", str(out)], capsys)
@@ -128,7 +129,7 @@ def test_a_torn_first_row_of_this_run_is_cut_and_resumed(tiny, tmp_path, capsys)
 
 @pytest.mark.parametrize("kind", ["fifo", "stdout"])
 def test_an_out_that_blocks_on_read_is_refused(tiny, tmp_path, kind):
-    """Before: a FIFO or /dev/stdout as --out hung forever."""
+    """A FIFO or /dev/stdout as --out is refused at once, never opened or waited on."""
     out = tmp_path / "pipe.jsonl"
     if kind == "fifo":
         os.mkfifo(out)
@@ -150,8 +151,8 @@ def test_an_out_that_blocks_on_read_is_refused(tiny, tmp_path, kind):
 
 @pytest.mark.parametrize("extra", [[], ["--shard", "1/3"]])
 def test_a_huge_space_gives_its_first_row_at_once_in_flat_memory(tmp_path, extra):
-    """Before: [16, 16] (82,818,450 combinations) built its todo list eagerly: no row for
-    minutes and 3.7 GB per rank within a minute."""
+    """[16, 16] (82,818,450 combinations) is streamed: its first row comes at once, in the
+    memory of a small space."""
     out = tmp_path / "huge.jsonl"
     args = [
         "--quiet",
@@ -184,7 +185,7 @@ def test_a_huge_space_gives_its_first_row_at_once_in_flat_memory(tmp_path, extra
 
 
 def test_count_of_a_wide_net_has_no_recursion_limit(capsys):
-    """Before: a width of about 500 raised RecursionError, even for --count."""
+    """Counting a space of widths in the hundreds needs no recursion (exact big integers)."""
     assert driver.main(["--count", "--set", "model.hidden=[600,600]"]) == 0
     count = int(capsys.readouterr().out)
     assert count == __import__("math").comb(600, 300) ** 2 // 2
@@ -274,7 +275,7 @@ def test_bad_data_files_are_refused(tmp_path, capsys, case):
     ],
 )
 def test_bad_training_values_are_refused(tmp_path, capsys, setting, message):
-    """Before: NaN learning rates wrote NaN nets and 'NaN' into the JSON with exit 0."""
+    """Non-finite or negative training values are refused by name before any training."""
     rc, err = _main(["--quiet", "--out", str(tmp_path / "o.jsonl"), "--set", setting], capsys)
     assert rc == 2 and message in err and "Traceback" not in err, err
 
@@ -374,8 +375,8 @@ def _rank_pid(out: Path, rank: int) -> int:
 
 @pytest.mark.mpi
 def test_ctrl_c_on_one_rank_without_mpi4py_launcher_ends_the_job(tiny, tmp_path):
-    """Before: SIGINT in a run launched without ``-m mpi4py`` left the other ranks spinning
-    in a collective forever."""
+    """SIGINT on one rank of a run launched without ``-m mpi4py`` ends every rank (no rank is
+    left waiting in a collective)."""
     from conftest import mpiexec_path
 
     if mpiexec_path() is None:
@@ -423,7 +424,7 @@ def test_ctrl_c_on_one_rank_without_mpi4py_launcher_ends_the_job(tiny, tmp_path)
 
 
 def test_zero_epochs_with_momentum_run(tiny, tmp_path, capsys):
-    """Before the fix (review): KeyError 'momentum_buffer' when no step was taken."""
+    """Momentum with zero pretraining or piece epochs (no step taken) runs."""
     out = tmp_path / "z.jsonl"
     args = [*tiny, "--stop", "2", "--out", str(out), "--set", "train.momentum=0.9"]
     for zero in ("train.pretrain_epochs=0", "train.piece_epochs=0"):
@@ -433,8 +434,8 @@ def test_zero_epochs_with_momentum_run(tiny, tmp_path, capsys):
 
 
 def test_merge_refuses_while_a_run_writes_its_output(tiny, tmp_path, capsys):
-    """Before the fix (review): merging into a file a run was appending to orphaned the run's
-    later rows (they went to the replaced, deleted file)."""
+    """``results merge`` into a file a run is appending to is refused while the run holds it
+    (the run's later rows would go to a replaced, deleted file)."""
     out = tmp_path / "live.jsonl"
     assert driver.main([*tiny, "--stop", "2", "--out", str(out)]) == 0
     lock = results.acquire_lock(out)  # stands for the running writer
