@@ -118,6 +118,7 @@ def setup(argv: list[str] | None, comm: Comm) -> tuple[tuple[str, Any], Any]:
     def decide() -> tuple[tuple[str, Any], Any]:
         args = parse_args(argv)
         cfg = config_mod.load(args.config, args.overrides)
+        check_fits([1, *cfg.model.hidden, 1])  # the hidden layers alone, before counting them
         todo_range, out = plan(args, cfg)
         if args.count:
             return ("count", n_combinations(cfg)), None

@@ -25,3 +25,27 @@ def test_a_net_wider_than_memory_is_refused_with_the_estimate():
 def test_available_memory_is_read():
     have = footprint.available_bytes()
     assert 2**20 < have < 2**50
+
+
+def test_the_driver_refuses_a_net_too_big_before_counting_or_training(tmp_path):
+    """In a subprocess capped at 4 GB of address space: a regression that allocates (or counts
+    a space of 200,000-wide layers) fails here instead of taking the machine's memory."""
+    import resource
+    import subprocess
+    import sys
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    out = tmp_path / "big.jsonl"
+    argv = ["--set", "model.hidden=[200000, 200000]", "--out", str(out), "--quiet"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "splitnet.enumerate", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=cap,
+    )
+    assert proc.returncode == 2 and not out.exists(), proc.stderr
+    assert "model.hidden=[200000, 200000] needs at least" in proc.stderr, proc.stderr
+    assert "available" in proc.stderr and "Traceback" not in proc.stderr
