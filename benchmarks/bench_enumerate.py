@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from splitnet import config, experiment, results  # noqa: E402
+from splitnet.mpi import mpiexec_command  # noqa: E402
 
 STUDY = ["model.hidden=[8,8]", "split.groups=2", "split.variant=straight"]
 CHUNK = 256  # combinations per run_combinations call: the driver's batched chunk on 1 rank
@@ -96,21 +97,7 @@ def with_engine(prep, engine):
 
 def mpi_run(n: int, sets: list[str], extra: list[str], out: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS in MiB of the largest process) of one driver run."""
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    cmd = [
-        str(mpiexec),
-        "-n",
-        str(n),
-        sys.executable,
-        "-m",
-        "mpi4py",
-        "-m",
-        "splitnet.enumerate",
-        "--quiet",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    cmd = mpiexec_command(n, ["-m", "splitnet.enumerate", "--quiet", "--out", str(out), *extra])
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))

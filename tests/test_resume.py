@@ -21,6 +21,7 @@ from conftest import TINY_COMBINATIONS as N_COMBINATIONS
 from conftest import TINY_CONFIG as TINY
 
 from splitnet import enumerate as driver
+from splitnet.mpi import mpiexec_command
 from splitnet.results import read_rows
 
 pytestmark = pytest.mark.mpi
@@ -64,17 +65,7 @@ def _cmd(n: int | None, args: list[str]) -> list[str]:
     """``python -m splitnet.enumerate ARGS``, under ``mpiexec -n N python -m mpi4py`` if N."""
     if n is None:
         return [sys.executable, "-m", "splitnet.enumerate", *args]
-    return [
-        mpiexec_path(),
-        "-n",
-        str(n),
-        sys.executable,
-        "-m",
-        "mpi4py",
-        "-m",
-        "splitnet.enumerate",
-        *args,
-    ]
+    return mpiexec_command(n, ["-m", "splitnet.enumerate", *args])
 
 
 def _strip(rows: list[dict]) -> list[dict]:
@@ -156,20 +147,17 @@ def runs(tmp_path_factory):
         )
     (root / "failing_rank.py").write_text(FAILING_RANK)
     out["bg"]["failing"] = Background(
-        [
-            mpiexec_path(),
-            "-n",
-            "2",
-            sys.executable,
-            "-m",
-            "mpi4py",
-            str(root / "failing_rank.py"),
-            *base,
-            "--chunk",
-            "1",
-            "--out",
-            str(root / "failing.jsonl"),
-        ],
+        mpiexec_command(
+            2,
+            [
+                str(root / "failing_rank.py"),
+                *base,
+                "--chunk",
+                "1",
+                "--out",
+                str(root / "failing.jsonl"),
+            ],
+        ),
         root / "failing.log",
     )
     yield out
