@@ -31,6 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import enumerate as driver  # noqa: E402
 from .results import (  # noqa: E402
     Layout,
     ResultsFile,
@@ -182,6 +183,27 @@ def output_dirs(name: str, figures: bool) -> tuple[Path, Path]:
     rows.mkdir(parents=True, exist_ok=True)
     figs.mkdir(parents=True, exist_ok=True)
     return rows, figs
+
+
+def driver_rows(
+    name: str,
+    path: Path,
+    sets: Mapping[str, Any] | None = None,
+    *,
+    config: str | None = None,
+    plot_only: bool = False,
+) -> list[dict[str, Any]]:
+    """The rows of a driver run (``python -m splitnet.enumerate``, ``--config`` and a ``--set
+    key=value`` per item of ``sets``) into ``path``: the driver resumes the file; with
+    ``plot_only`` it is only read. A failed run or no rows to read is ``fail`` (exit 2)."""
+    if not plot_only:
+        args = ["--config", config] if config else []
+        args += [x for k, v in (sets or {}).items() for x in ("--set", f"{k}={v}")]
+        if code := driver.main([*args, "--out", str(path), "--quiet"]):
+            fail(name, f"the driver run into {str(path)!r} exited {code}")
+    if not (rows := read_rows(path)):
+        fail(name, f"no rows in {str(path)!r}: run without --plot-only first")
+    return rows
 
 
 def recorded(path: Path, cfg: Any, layout: Layout) -> list[dict[str, Any]]:
