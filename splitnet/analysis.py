@@ -187,6 +187,11 @@ def reaches_baseline(accuracy: Sequence[float] | np.ndarray, baseline: float) ->
     return np.asarray(accuracy, dtype=float) >= baseline
 
 
+def percent_below(values: Sequence[float] | np.ndarray, x: float) -> float:
+    """The percentage of ``values`` strictly below ``x``: where x ranks among them."""
+    return float((np.asarray(values, dtype=float) < x).mean() * 100)
+
+
 def pick_on_validation(validation: Mapping[int, float]) -> int:
     """The combination with the best validation accuracy; ties go to the lowest index."""
     return max(validation, key=lambda c: (validation[c], -c))

@@ -62,18 +62,28 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 def load_config(
     path: str | Path,
     cls: type[T],
-    constraints: Mapping[str, Constraint] | None = None,
+    constraints: Mapping[str, Any] | None = None,
     check: Callable[[T], None] | None = None,
 ) -> T:
     """A study's config: the frozen dataclass ``cls`` built from the TOML at ``path``
     (``validation.build``: unknown keys and wrong types refused), every key of ``constraints``
-    satisfied (``validation.check``), then ``check(cfg)``, the rules tying keys together.
+    satisfied (``validation.check``; a nested table for a nested section: ``{"rounds": {...}}``),
+    then ``check(cfg)``, the rules tying keys together.
     Every refusal is a ValueError naming the key and the value."""
     cfg = build(cls, read_toml(path), "")
-    validate(cfg, constraints or {}, "")
+    _validate(cfg, constraints or {}, "")
     if check is not None:
         check(cfg)
     return cfg
+
+
+def _validate(section: Any, constraints: Mapping[str, Any], prefix: str) -> None:
+    """``validation.check`` of a section; a table under a key is the nested section's."""
+    flat = {k: c for k, c in constraints.items() if not isinstance(c, Mapping)}
+    validate(section, flat, prefix)
+    for key, table in constraints.items():
+        if isinstance(table, Mapping):
+            _validate(getattr(section, key), table, f"{prefix}.{key}" if prefix else key)
 
 
 def as_dict(cfg: Any) -> dict[str, Any]:
