@@ -70,6 +70,15 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, name
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.*"))
 
 
+@pytest.mark.parametrize("name", ["lightrnn", "pruning", "resplit", "sampling", "separable"])
+def test_the_committed_config_loads(tmp_path, monkeypatch, capsys, name):
+    """The committed TOML passes the study's checks: --plot-only then stops only for want of
+    rows (nothing trains)."""
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "experiments" / name / "config.toml")
+    assert "no rows in" in refusal(name, [config, "--plot-only"], capsys)
+
+
 def test_a_bad_config_exits_2_without_a_traceback_end_to_end(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("epochs = 0\n")
