@@ -46,8 +46,7 @@ from splitnet.combinations import Space
 from splitnet.pieces import n_params
 from splitnet.results import Layout, ResultsFile
 from splitnet.rounds import dp_step_bytes, recombined_net, train_rounds
-from splitnet.seeds import remaining_order_seed
-from splitnet.sgd import accuracy, steps_per_epoch, train
+from splitnet.sgd import accuracy, steps_per_epoch
 from splitnet.split import activation_affinity, activation_score, split_for
 from splitnet.validation import Each, Interval, OneOf
 
@@ -214,15 +213,8 @@ def references(prep: experiment.Prepared, r: Rounds, _strategy, _period) -> list
     k, n = cfg.split.groups, len(prep.data.remaining[0])
     T, T_big = (t.piece_epochs * steps_per_epoch(n, b) for b in (t.batch_size, k * t.batch_size))
     step = dp_step_bytes(prep.pretrained, k)
-    net = copy.deepcopy(prep.pretrained)
-    fit = {"epochs": t.piece_epochs, "lr": t.lr, "momentum": t.momentum}
-    train(
-        net,
-        *prep.data.remaining,
-        batch_size=k * t.batch_size,
-        seed=remaining_order_seed(cfg),
-        **fit,
-    )
+    big = dataclasses.replace(cfg, train=dataclasses.replace(t, batch_size=k * t.batch_size))
+    net = experiment.baseline(big, prep.data, prep.pretrained)  # the baseline, batch k x b
     base = {"kind": "baseline", "accuracy": prep.baseline_accuracy, "total_steps": T}
     dp = {"kind": "dp", "accuracy": prep.baseline_accuracy, "total_steps": T}
     equal = {"kind": "dp-equal-data", "accuracy": accuracy(net, *prep.data.test)}
