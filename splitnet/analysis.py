@@ -134,7 +134,27 @@ def sup_distance(sample: Sequence[float], population: Sequence[float]) -> float:
 
 def band_contains(sample: Sequence[float], population: Sequence[float], alpha: float) -> bool:
     """Whether the sample's (1 - alpha) DKW band holds the population's CDF everywhere."""
-    return sup_distance(sample, population) <= dkw_epsilon(len(sample), alpha) + 1e-12
+    return sup_distance(sample, population) <= dkw_epsilon(len(sample), alpha) + _ROUNDING
+
+
+_ROUNDING = 1e-12  # a distance "equal" to eps up to float rounding is inside the band
+
+
+def band_coverage(
+    population: Sequence[float], samples: Sequence[Sequence[int]], alpha: float = 0.05
+) -> dict:
+    """How often a sample's (1 - alpha) DKW band holds the population's CDF everywhere:
+    ``samples`` are index arrays into ``population``, all of one size n. Returns ``eps`` (the
+    band's half-width), ``distances`` (Kolmogorov's sup|F_n - F| of each sample) and
+    ``covered`` (the fraction of samples whose band holds F, as ``band_contains`` judges)."""
+    sizes = sorted({len(s) for s in samples})
+    if len(sizes) != 1:
+        raise ValueError(f"samples of sizes {sizes}: the coverage of one n at a time")
+    pop = np.asarray(population, dtype=float)
+    eps = dkw_epsilon(sizes[0], alpha)
+    dist = [sup_distance(pop[np.asarray(s)], pop) for s in samples]
+    covered = float(np.mean([d <= eps + _ROUNDING for d in dist]))
+    return {"eps": eps, "distances": dist, "covered": covered}
 
 
 # --- over seeds, ranks, the baseline, the pick --------------------------------------------------
@@ -165,6 +185,11 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 def reaches_baseline(accuracy: Sequence[float] | np.ndarray, baseline: float) -> np.ndarray:
     """Which accuracies reach the baseline (at or above it); ``.sum()`` counts them."""
     return np.asarray(accuracy, dtype=float) >= baseline
+
+
+def percent_below(values: Sequence[float] | np.ndarray, x: float) -> float:
+    """The percentage of ``values`` strictly below ``x``: where x ranks among them."""
+    return float((np.asarray(values, dtype=float) < x).mean() * 100)
 
 
 def pick_on_validation(validation: Mapping[int, float]) -> int:

@@ -192,22 +192,6 @@ def _open_cut(path: Path, tail: bytes) -> BinaryIO:
     return f
 
 
-def open_for_append(
-    path: str | Path,
-    *,
-    require: str | None = "combination",
-    prefix: bytes = ROW_PREFIX,
-    check: Callable[[list[dict]], None] | None = None,
-) -> tuple[BinaryIO, list[dict]]:
-    """(file opened for appending, its rows): the checks of ``open_results`` without its lock
-    and sidecar. For callers not yet on ``open_results``; new code uses that."""
-    path = Path(path)
-    check_regular(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows, tail = _checked(path, require, prefix, check)
-    return _open_cut(path, tail), rows
-
-
 @dataclass
 class ResultsFile:
     """An open results file of one run: locked, checked, ready for appending.

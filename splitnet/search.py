@@ -28,11 +28,12 @@ read (tests/test_sample_search.py poisons the test labels: the path does not cha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .analysis import pick_on_validation
 from .combinations import Space
 from .config import Config
 from .experiment import Prepared, run_combinations
@@ -148,7 +149,7 @@ class Search:
         for e in step:
             self.seen.add(self.candidates.index(e))
             self.scores.append(scores[e])
-        top = max(step, key=lambda e: (scores[e], -e))  # ties: the earliest
+        top = pick_on_validation({e: scores[e] for e in step})  # ties: the earliest
         if self.current < 0 or self.restarting or scores[top] >= self.scores[self.current]:
             self.current = top
         if self.best < 0 or scores[top] > self.scores[self.best]:
@@ -196,3 +197,39 @@ def steps(
                 "restart": restart,
             }
         yield rows
+
+
+def best_so_far(rows: list[dict]) -> list[dict]:
+    """The row picked on validation (``analysis.pick_on_validation``: ties to the earliest)
+    among a search's evaluations 0..e, for every e: the search's trajectory, whose last entry
+    is its result (rows: one per evaluation, ``combination`` = e, in any order)."""
+    by_evaluation = {r["combination"]: r for r in rows}
+    picks: list[dict] = []
+    for e in sorted(by_evaluation):
+        contenders = {e: by_evaluation[e]["validation_accuracy"]}
+        if picks:  # the pick of all before e and e itself is the pick of all up to e
+            best = picks[-1]["combination"]
+            contenders[best] = picks[-1]["validation_accuracy"]
+        picks.append(by_evaluation[pick_on_validation(contenders)])
+    return picks
+
+
+def pick_ranks(
+    rows: list[dict], test: np.ndarray, validation: np.ndarray, fractions: Sequence[float]
+) -> list[dict]:
+    """Where a search's pick (``best_so_far``) after b = max(1, round(f * space)) evaluations
+    ranks in a space whose every combination's ``test`` and ``validation`` accuracy is known
+    (arrays by exact index), for each fraction f of the space the search reached: rank 1 is
+    the best of the space."""
+    picks, out = best_so_far(rows), []
+    for f in fractions:
+        if (b := max(1, round(f * len(test)))) > len(picks):
+            continue
+        i = int(picks[b - 1]["index"])
+        row = {"fraction": f, "evaluations": b, "index": i, "test": float(test[i])}
+        row["rank_test"], row["rank_validation"] = (
+            int(1 + np.sum(v > v[i])) for v in (test, validation)
+        )
+        row["same_as_enumeration"] = bool(picks[b - 1]["accuracy"] == test[i])
+        out.append(row)
+    return out

@@ -15,22 +15,47 @@ Rules that tie two keys together stay as plain code after the table.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def coerce(key: str, value: Any, default: Any) -> Any:
+_ELEMENTS = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+
+
+def _element_ok(value: Any, element: Any) -> bool:
+    """``value`` is of type ``element`` (an int is a number, a bool is not an int; a
+    ``tuple[X, ...]`` element is a list of X)."""
+    if typing.get_origin(element) is tuple:
+        inner = typing.get_args(element)[0]
+        return isinstance(value, (list, tuple)) and all(_element_ok(v, inner) for v in value)
+    if element is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if element is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, element)
+
+
+def _as_element(value: Any, element: Any) -> Any:
+    if typing.get_origin(element) is tuple:
+        return tuple(_as_element(v, typing.get_args(element)[0]) for v in value)
+    return float(value) if element is float else value
+
+
+def coerce(key: str, value: Any, default: Any, element: Any = int) -> Any:
     """``value`` checked to have the type of ``default`` (ints pass where floats are expected,
-    lists of ints where a tuple is); returns the value in the default's type."""
+    lists where a tuple is: lists of ``element``, ints unless the field's type says
+    ``tuple[float, ...]``, ``tuple[str, ...]`` or ``tuple[tuple[int, ...], ...]``); returns the
+    value in the default's type."""
     if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
-            raise ValueError(f"{key} must be a list of integers, got {value!r}")
-        return tuple(value)
+        if not isinstance(value, (list, tuple)) or not all(_element_ok(v, element) for v in value):
+            inner = typing.get_args(element)[0] if typing.get_origin(element) is tuple else None
+            what = f"lists of {_ELEMENTS[inner]}" if inner else _ELEMENTS.get(element, element)
+            raise ValueError(f"{key} must be a list of {what}, got {value!r}")
+        return tuple(_as_element(v, element) for v in value)
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
@@ -45,18 +70,32 @@ def coerce(key: str, value: Any, default: Any) -> Any:
     return value
 
 
+def _element_of(cls: type, key: str) -> Any:
+    """X of the field's ``tuple[X, ...]`` annotation (int when it says less)."""
+    args = typing.get_args(typing.get_type_hints(cls)[key])
+    return args[0] if args else int
+
+
 def build(cls: type[T], raw: Mapping[str, Any], prefix: str, base: T | None = None) -> T:
     """``cls`` (a frozen dataclass) from ``raw``: ``base`` (or the defaults) with the keys of
-    ``raw`` replaced, each coerced to its default's type; an unknown key is refused by name."""
+    ``raw`` replaced, each coerced to its default's type (a list to the field's
+    ``tuple[X, ...]``; a field whose default is a dataclass is built from its own table); an
+    unknown key is refused by name. ``prefix`` "" names top-level keys as they are."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"[{prefix}] must be a table, got {raw!r}")
     base = cls() if base is None else base
     known = [f.name for f in fields(cls)]
     changes = {}
     for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else key
         if key not in known:
-            raise ValueError(f"unknown key {prefix}.{key} (known: {', '.join(known)})")
-        changes[key] = coerce(f"{prefix}.{key}", value, getattr(base, key))
+            raise ValueError(f"unknown key {dotted} (known: {', '.join(known)})")
+        default = getattr(base, key)
+        if is_dataclass(default):
+            changes[key] = build(type(default), value, dotted, default)
+        else:
+            element = _element_of(cls, key) if isinstance(default, tuple) else int
+            changes[key] = coerce(dotted, value, default, element)
     return replace(base, **changes)
 
 

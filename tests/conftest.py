@@ -50,6 +50,7 @@ def load_study_script(name: str):
     path = REPO / "experiments" / name / "run.py"
     spec = importlib.util.spec_from_file_location(f"study_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
     return module
 

@@ -41,3 +41,16 @@ def test_markdown_table():
     assert text == "| method | accuracy |\n| --- | ---: |\n| dp | 0.91 |\n| split | 0.9 |"
     with pytest.raises(ValueError, match="a row of 1 cells"):
         analysis.markdown_table(["a", "b"], [["x"]])
+
+
+def test_band_coverage_judges_each_sample_as_band_contains_does():
+    rng = np.random.default_rng(0)
+    population = rng.normal(size=300)
+    samples = [rng.choice(300, 40, replace=False) for _ in range(25)]
+    cov = analysis.band_coverage(population, samples, 0.2)
+    assert cov["eps"] == analysis.dkw_epsilon(40, 0.2)
+    held = [analysis.band_contains(population[s], population, 0.2) for s in samples]
+    assert cov["covered"] == np.mean(held) and 0 < cov["covered"] <= 1
+    assert cov["distances"] == [analysis.sup_distance(population[s], population) for s in samples]
+    with pytest.raises(ValueError, match=r"samples of sizes \[3, 4\]"):
+        analysis.band_coverage(population, [[0, 1, 2], [0, 1, 2, 3]])

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_study
+from conftest import load_study_script
 
 from splitnet.nets import lightrnn as L
 from splitnet.nets.lightrnn import closed_form_params, evaluate, windows
@@ -189,13 +189,18 @@ def test_tiny_training_run_lowers_the_loss(cls):
     assert last < 0.6 * first
 
 
-def test_set_allocation_rejects_bad_tables(tmp_path):
+def test_set_allocation_rejects_bad_tables():
     emb = L.LightRNNEmbedding(5, 4)
     with pytest.raises(ValueError, match="allocation of 4 words for V=5"):
         emb.set_allocation(torch.zeros(4), torch.arange(4))
     with pytest.raises(ValueError, match="share a cell"):
         emb.set_allocation(torch.zeros(5), torch.tensor([0, 1, 2, 0, 1]))
+
+
+def test_the_study_refuses_an_unknown_model(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('models = ["lightrnn", "word2vec"]\n')
-    proc = run_study("lightrnn", [str(bad)], tmp_path)
-    assert proc.returncode == 2 and "word2vec" in proc.stderr, proc.stderr
+    with pytest.raises(SystemExit) as e:
+        load_study_script("lightrnn").main([str(bad)])
+    assert e.value.code == 2
+    assert "models[1]='word2vec' is not one of" in capsys.readouterr().err

@@ -15,8 +15,10 @@ from torch import nn
 from splitnet.model import build_mlp
 from splitnet.parallel.prune import (
     connection_masks,
+    csr_predictor,
     finetune,
     neurons_to_keep,
+    prune_by,
     prune_connections,
     prune_neurons,
     sparsity,
@@ -192,6 +194,30 @@ def test_pruned_net_runs_tensor_parallel():
     x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
     out = ChunkedMLP.from_torch(small).forward(x)
     np.testing.assert_allclose(out, small(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_csr_forward_equals_the_dense_forward(activation):
+    """The CSR predictor of a pruned net computes the dense torch forward, feature-major."""
+    net = prune_connections(tied_mlp(activation=activation), 0.6, scope="global")
+    X = torch.randn(7, net.sizes[0])
+    with torch.no_grad():
+        dense = net(X).numpy().T
+    sparse = csr_predictor(net)(np.ascontiguousarray(X.numpy().T))
+    assert sparse.shape == dense.shape == (net.sizes[-1], 7)
+    np.testing.assert_allclose(sparse, dense, rtol=1e-5, atol=1e-6)
+
+
+def test_csr_predictor_refuses_a_layer_it_cannot_run():
+    with pytest.raises(ValueError, match="csr_predictor takes Linear .with bias."):
+        csr_predictor(build_mlp([4, 3, 2], norm="batch"))
+
+
+def test_prune_by_names_the_method():
+    net = tied_mlp()
+    assert prune_by(net, "neurons-l2", 0.5).sizes == prune_neurons(net, 0.5, "l2").sizes
+    with pytest.raises(ValueError, match="method='neurons-l3' is not one of"):
+        prune_by(net, "neurons-l3", 0.5)
 
 
 def test_pruning_study_smoke(tmp_path):

@@ -18,6 +18,7 @@ from splitnet.analysis import (
     clopper_pearson,
     dkw_epsilon,
     ecdf_band,
+    pick_on_validation,
     quantile_bands,
 )
 from splitnet.combinations import SampledSpace, Space, sample_indices
@@ -290,3 +291,27 @@ def test_a_search_on_two_ranks_writes_the_rows_of_one(tmp_path):
     args = [x for s in [*SEARCH, "split.budget=9"] for x in ("--set", s)] + ["--quiet"]
     one, two = driver_on_one_and_two_ranks(tmp_path, args)
     assert one == two
+
+
+def test_best_so_far_is_the_pick_on_validation_of_every_prefix():
+    rng = np.random.default_rng(1)
+    val = rng.integers(0, 4, size=30) / 4  # many ties
+    rows = [{"combination": e, "validation_accuracy": val[e]} for e in range(len(val))]
+    picks = search.best_so_far(rows[::-1])  # any order in, evaluation order out
+    for e, pick in zip(range(len(picks)), picks, strict=True):
+        expected = pick_on_validation({c: val[c] for c in range(e + 1)})
+        assert pick["combination"] == expected
+
+
+def test_pick_ranks_locates_the_pick_in_the_known_space():
+    test = np.array([0.5, 0.9, 0.7, 0.8])
+    val = np.array([0.6, 0.8, 0.9, 0.7])
+    # the search evaluated indices 3, 0, 2 (in that order): its picks are 3, 3, 2
+    rows = [
+        {"combination": e, "index": i, "validation_accuracy": val[i], "accuracy": test[i]}
+        for e, i in zip(range(3), [3, 0, 2], strict=True)
+    ]
+    ranks = search.pick_ranks(rows, test, val, [0.25, 0.75, 1.0])  # b = 1, 3, 4 (not reached)
+    assert [(r["evaluations"], r["index"]) for r in ranks] == [(1, 3), (3, 2)]
+    assert [(r["rank_test"], r["rank_validation"]) for r in ranks] == [(2, 3), (3, 1)]
+    assert all(r["same_as_enumeration"] for r in ranks)

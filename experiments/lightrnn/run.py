@@ -9,7 +9,7 @@ frequency-ordered allocation kept fixed, (3) ``lightrnn+realloc``: the same, wit
 reallocated to cells (min-cost assignment) after the epochs in ``reallocate_after``.
 Perplexity = exp(mean NLL) over the same test tokens, with P(w) = P_r(r(w)) * P_c(c(w)) for
 LightRNN; the test uses the weights (and allocation) of the best validation epoch.
-Resumable: a model's rows (one per epoch, then its test row) are appended to
+Resumable: a model's rows (one per epoch, then its test row) are written to
 ``results/lightrnn/lightrnn.jsonl`` when it finishes, and a rerun skips the models recorded (each
 model depends on the config only); a model cut short is trained again from scratch. The figure
 and the table are drawn from that file alone.
@@ -21,59 +21,74 @@ import copy
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import matplotlib.pyplot as plt
 import torch
 
 from splitnet import study
+from splitnet.analysis import markdown_table
 from splitnet.nets import lightrnn as L
 from splitnet.nets.lightrnn import closed_form_params, evaluate, train_epoch
-from splitnet.results import append_rows
+from splitnet.results import Layout, ResultsFile
+from splitnet.validation import Each, Interval, OneOf
 
-DEFAULTS = {
-    "seed": 0,
-    "vocab_size": 2000,
-    "dim": 64,
-    "hidden": 128,
-    "dropout": 0.2,
-    "epochs": 6,
-    "batch_size": 20,
-    "eval_batch_size": 10,
-    "bptt": 35,
-    "lr": 3e-3,
-    "clip": 1.0,
-    "valid_fraction": 0.1,
-    "test_fraction": 0.1,
-    "reallocate_after": [2, 4],
-    "models": ["standard", "lightrnn", "lightrnn+realloc"],
-}
 MODELS = ("standard", "lightrnn", "lightrnn+realloc")
+# the corpus row, a model's epoch rows, its final (test) row
+ROWS = Layout(key=("kind", "model", "epoch"), key_defaults={"model": None, "epoch": None})
 
 
-def check(cfg: dict, _args: object = None) -> dict:
-    bad = [m for m in cfg["models"] if m not in MODELS]
-    if bad:
-        raise ValueError(f"models={bad} not in {MODELS}")
-    for key in ("epochs", "batch_size", "eval_batch_size", "bptt", "dim", "hidden"):
-        if int(cfg[key]) < 1:
-            raise ValueError(f"{key}={cfg[key]} must be >= 1")
-    return cfg
+@dataclass(frozen=True)
+class LightRNNConfig:
+    """The study's TOML (experiments/lightrnn/config.toml says what each key does)."""
+
+    seed: int = 0
+    vocab_size: int = 2000
+    dim: int = 64
+    hidden: int = 128
+    dropout: float = 0.2
+    epochs: int = 6
+    batch_size: int = 20
+    eval_batch_size: int = 10
+    bptt: int = 35
+    lr: float = 3e-3
+    clip: float = 1.0
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    reallocate_after: tuple[int, ...] = (2, 4)
+    models: tuple[str, ...] = MODELS
 
 
-def train_model(kind: str, streams: dict[str, torch.Tensor], cfg: dict) -> list[dict]:
+CONSTRAINTS = {
+    "vocab_size": Interval(2),
+    **dict.fromkeys(
+        ("dim", "hidden", "epochs", "batch_size", "eval_batch_size", "bptt"), Interval(1)
+    ),
+    "dropout": Interval(0, 1),
+    "lr": Interval(0, None, "neither"),
+    "valid_fraction": Interval(0, 1, "neither"),
+    "test_fraction": Interval(0, 1, "neither"),
+    "reallocate_after": Each(Interval(1)),
+    "models": Each(OneOf(MODELS)),
+}
+
+
+STUDY = study.TableStudy("lightrnn", LightRNNConfig, ROWS, CONSTRAINTS)
+
+
+def train_model(kind: str, streams: dict[str, torch.Tensor], cfg: LightRNNConfig) -> list[dict]:
     """Train one model; its rows: one per epoch, then the test row (best validation epoch)."""
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(cfg.seed)
     cls = L.StandardLM if kind == "standard" else L.LightRNNLM
-    model = cls(cfg["vocab_size"], cfg["dim"], cfg["hidden"], cfg["dropout"])
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    model = cls(cfg.vocab_size, cfg.dim, cfg.hidden, cfg.dropout)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     best, best_state, best_epoch, t_total = math.inf, None, 0, 0.0
     rows = []
-    for epoch in range(1, cfg["epochs"] + 1):
+    for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_nll = train_epoch(model, streams["train"], opt, bptt=cfg["bptt"], clip=cfg["clip"])
-        valid_nll, _ = evaluate(model, streams["valid"], cfg["bptt"])
+        train_nll = train_epoch(model, streams["train"], opt, bptt=cfg.bptt, clip=cfg.clip)
+        valid_nll, _ = evaluate(model, streams["valid"], cfg.bptt)
         row = {
             "kind": "epoch",
             "model": kind,
@@ -84,14 +99,14 @@ def train_model(kind: str, streams: dict[str, torch.Tensor], cfg: dict) -> list[
         }
         if valid_nll < best:
             best, best_state, best_epoch = valid_nll, copy.deepcopy(model.state_dict()), epoch
-        if kind == "lightrnn+realloc" and epoch in cfg["reallocate_after"]:
+        if kind == "lightrnn+realloc" and epoch in cfg.reallocate_after:
             row["realloc"] = reallocate_step(model, streams["train"], streams["valid"], cfg)
         t_total += time.perf_counter() - t0
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         show(row)
     model.load_state_dict(best_state)  # weights and (buffers) allocation of the best epoch
-    test_nll, n_test = evaluate(model, streams["test"], cfg["bptt"])
+    test_nll, n_test = evaluate(model, streams["test"], cfg.bptt)
     rows.append(
         {
             "kind": "final",
@@ -102,9 +117,7 @@ def train_model(kind: str, streams: dict[str, torch.Tensor], cfg: dict) -> list[
             "best_epoch": best_epoch,
             "train_seconds": t_total,
             "params": L.embedding_softmax_params(model),
-            "params_closed_form": closed_form_params(
-                kind, cfg["vocab_size"], cfg["dim"], cfg["hidden"]
-            ),
+            "params_closed_form": closed_form_params(kind, cfg.vocab_size, cfg.dim, cfg.hidden),
         }
     )
     show(rows[-1])
@@ -119,7 +132,7 @@ def reallocate_step(model, train, valid, cfg) -> dict:
     """Move words to the cells of least training loss; the row records the assignment costs."""
     model.eval()
     t0 = time.perf_counter()
-    l_r, l_c = model.cell_losses(train, cfg["bptt"])
+    l_r, l_c = model.cell_losses(train, cfg.bptt)
     emb = model.embedding
     before = L.assignment_cost(l_r, l_c, emb.row_of, emb.col_of)
     rows, cols = L.reallocate(l_r, l_c, emb.row_of, emb.col_of)
@@ -130,80 +143,69 @@ def reallocate_step(model, train, valid, cfg) -> dict:
     n = int(train[:, 1:].numel())  # train tokens scored: the costs per token are log-ppls
     # the assignment cost ignores that moving a word also changes the inputs (and so the states)
     # after it; the validation perplexity right after the move shows what that costs
-    valid_nll, _ = evaluate(model, valid, cfg["bptt"])
-    return {
-        "cost_before": before,
-        "cost_after": after,
-        "words_moved": moved,
-        "train_ppl_before": math.exp(before / n),
-        "train_ppl_after": math.exp(after / n),
-        "valid_ppl_after": math.exp(valid_nll),
-        "seconds": seconds,
-    }
+    valid_nll, _ = evaluate(model, valid, cfg.bptt)
+    costs = {"cost_before": before, "cost_after": after, "words_moved": moved}
+    ppls = {"train_ppl_before": math.exp(before / n), "train_ppl_after": math.exp(after / n)}
+    return {**costs, **ppls, "valid_ppl_after": math.exp(valid_nll), "seconds": seconds}
 
 
-def run(cfg: dict, f: BinaryIO, rows: list[dict]) -> list[dict]:
-    """The corpus row and every model not among ``rows``, appended to ``f``; returns all rows."""
+def run(cfg: LightRNNConfig, out: ResultsFile) -> list[dict]:
+    """The corpus row and every model not yet in ``out``, written as each finishes; all rows."""
     torch.set_num_threads(1)
     tokens = L.load_corpus()
     n = len(tokens)
-    cut = int(n * (1 - cfg["valid_fraction"] - cfg["test_fraction"]))
-    vocab = L.build_vocab(tokens[:cut], cfg["vocab_size"])  # counted on the train chunk only
+    cut = int(n * (1 - cfg.valid_fraction - cfg.test_fraction))
+    vocab = L.build_vocab(tokens[:cut], cfg.vocab_size)  # counted on the train chunk only
     train, valid, test = L.contiguous_split(
-        L.encode(tokens, vocab), cfg["valid_fraction"], cfg["test_fraction"]
+        L.encode(tokens, vocab), cfg.valid_fraction, cfg.test_fraction
     )
-    streams = {
-        "train": L.batchify(train, cfg["batch_size"]),
-        "valid": L.batchify(valid, cfg["eval_batch_size"]),
-        "test": L.batchify(test, cfg["eval_batch_size"]),
-    }
-    tag = {"config_hash": study.config_hash(cfg)}
-    if not any(r["kind"] == "corpus" for r in rows):
-        unk = vocab.index(L.UNK)
-        corpus = {
-            "kind": "corpus",
-            "tokens": n,
-            "train": len(train),
-            "valid": len(valid),
-            "test": len(test),
-            "vocab_size": len(vocab),
-            "side": L.table_side(len(vocab)),
-            "test_unk_rate": float((test == unk).float().mean()),
-            "config": cfg,
-            **tag,
-        }
-        append_rows(f, [corpus])
+    parts = {"train": (train, cfg.batch_size), "valid": (valid, cfg.eval_batch_size)}
+    parts["test"] = (test, cfg.eval_batch_size)  # the same test tokens for every model
+    streams = {k: L.batchify(x, b) for k, (x, b) in parts.items()}
+    rows = out.rows
+    if ("corpus", None, None) not in out.done:
+        parts = {"tokens": n, "train": len(train), "valid": len(valid), "test": len(test)}
+        corpus = {"kind": "corpus", **parts, "vocab_size": len(vocab)}
+        corpus["side"] = L.table_side(len(vocab))
+        corpus["test_unk_rate"] = float((test == vocab.index(L.UNK)).float().mean())
+        corpus["config"] = study.as_dict(cfg)
+        out.write([corpus])
         rows.append(corpus)
-    done = {r["model"] for r in rows if r["kind"] == "final"}
-    for kind in cfg["models"]:
-        if kind in done:
+    for kind in cfg.models:
+        if ("final", kind, None) in out.done:
             print(f"{kind}: recorded, skipped", flush=True)
             continue
-        new = [{**r, **tag} for r in train_model(kind, streams, cfg)]
-        append_rows(f, new)
+        # epoch rows of a model whose final row a kill cut off are recorded already
+        new = [r for r in train_model(kind, streams, cfg) if ROWS.key_of(r) not in out.done]
+        out.write(new)
         rows += new
     return rows
 
 
 def table(rows: list[dict]) -> str:
     corpus = next(r for r in rows if r["kind"] == "corpus")
-    lines = [
+    header = (
+        "model|embedding params|softmax params|emb + softmax (closed form)|GRU params|total|"
+        "best valid ppl (epoch)|test ppl|train s"
+    ).split("|")
+    body = [
+        (
+            f"{r['model']}|{p['embedding']:,}|{p['softmax']:,}|{p['embedding'] + p['softmax']:,} "
+            f"({c['embedding'] + c['softmax']:,})|{p['rnn']:,}|{p['total']:,}|"
+            f"{r['best_valid_ppl']:.1f} ({r['best_epoch']})|{r['test_ppl']:.1f}|"
+            f"{r['train_seconds']:.0f}"
+        ).split("|")
+        for r in rows
+        if r["kind"] == "final"
+        for p, c in [(r["params"], r["params_closed_form"])]
+    ]
+    return (
         f"V = {corpus['vocab_size']} (B = {corpus['side']}), {corpus['train']:,} / "
         f"{corpus['valid']:,} / {corpus['test']:,} train / valid / test tokens, "
-        f"test <unk> rate {corpus['test_unk_rate']:.1%}\n",
-        "| model | embedding params | softmax params | emb + softmax (closed form) | "
-        "GRU params | total | best valid ppl (epoch) | test ppl | train s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in (r for r in rows if r["kind"] == "final"):
-        p, c = r["params"], r["params_closed_form"]
-        lines.append(
-            f"| {r['model']} | {p['embedding']:,} | {p['softmax']:,} | "
-            f"{p['embedding'] + p['softmax']:,} ({c['embedding'] + c['softmax']:,}) | "
-            f"{p['rnn']:,} | {p['total']:,} | {r['best_valid_ppl']:.1f} "
-            f"({r['best_epoch']}) | {r['test_ppl']:.1f} | {r['train_seconds']:.0f} |"
-        )
-    return "\n".join(lines) + "\n"
+        f"test <unk> rate {corpus['test_unk_rate']:.1%}\n\n"
+        + markdown_table(header, body, "lrrrrrrrr")
+        + "\n"
+    )
 
 
 def plot(rows: list[dict], path: str | Path) -> None:
@@ -241,9 +243,7 @@ def plot(rows: list[dict], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study.table_study(
-        "lightrnn", __doc__, DEFAULTS, argv, check=check, run=run, plot=plot, table=table
-    )
+    return study.table_study(STUDY, __doc__, argv, run=run, plot=plot, table=table)
 
 
 if __name__ == "__main__":

@@ -25,72 +25,60 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import matplotlib.pyplot as plt
 import numpy as np
-import scipy.sparse as sp
 import torch
-from torch import nn
 
 from splitnet import study
+from splitnet.analysis import markdown_table
 from splitnet.data import load_dataset, three_way_split
-from splitnet.model import build_mlp
-from splitnet.parallel.prune import finetune, prune_connections, prune_neurons, sparsity
-from splitnet.results import append_rows
+from splitnet.model import ACTIVATIONS, build_mlp
+from splitnet.parallel.prune import METHODS, csr_predictor, finetune, prune_by, sparsity
+from splitnet.results import Layout, ResultsFile
 from splitnet.sgd import accuracy, train
+from splitnet.validation import Each, Interval, OneOf
 
-METHODS = ("connections-layer", "connections-global", "neurons-l2", "neurons-activity")
-DEFAULTS = {
-    "dataset": "digits",
-    "test_fraction": 0.25,
-    "seed": 0,
-    "hidden": [256, 256],
-    "activation": "relu",
-    "epochs": 40,
-    "batch_size": 32,
-    "lr": 0.05,
-    "fractions": [0.0, 0.25, 0.5, 0.75, 0.9],
-    "methods": list(METHODS),
-    "finetune_epochs": 3,
-    "finetune_lr": 0.02,
-    "timing_min_time": 0.1,
-    "timing_repeats": 5,
+ROWS = Layout(key=("method", "fraction", "finetuned"))
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """The study's TOML (experiments/pruning/config.toml says what each key does)."""
+
+    dataset: str = "digits"
+    test_fraction: float = 0.25
+    seed: int = 0
+    hidden: tuple[int, ...] = (256, 256)
+    activation: str = "relu"
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 0.05
+    fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9)
+    methods: tuple[str, ...] = METHODS
+    finetune_epochs: int = 3
+    finetune_lr: float = 0.02
+    timing_min_time: float = 0.1
+    timing_repeats: int = 5
+
+
+CONSTRAINTS = {
+    "test_fraction": Interval(0, 1, "neither"),
+    "hidden": Each(Interval(1)),
+    "activation": OneOf(tuple(ACTIVATIONS)),
+    "epochs": Interval(0),
+    "batch_size": Interval(1),
+    "fractions": Each(Interval(0, 1)),
+    "methods": Each(OneOf(METHODS)),
+    "finetune_epochs": Interval(0),
+    "timing_min_time": Interval(0, None, "neither"),
+    "timing_repeats": Interval(1),
 }
 
 
-def check(cfg: dict, _args: object = None) -> dict:
-    bad = [m for m in cfg["methods"] if m not in METHODS]
-    if bad:
-        raise ValueError(f"methods={bad} are not among {list(METHODS)}")
-    bad = [a for a in cfg["fractions"] if not 0.0 <= a < 1.0]
-    if bad:
-        raise ValueError(f"fractions={bad} must lie in [0, 1)")
-    return cfg
-
-
-def csr_predictor(model: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    """The net's weights as CSR matrices; forward on feature-major activations ``(d, B)``."""
-    layers, acts = [], []
-    for m in model:
-        if isinstance(m, nn.Linear):
-            layers.append(
-                (sp.csr_matrix(m.weight.detach().numpy()), m.bias.detach().numpy()[:, None])
-            )
-            acts.append(False)
-        else:
-            acts[-1] = True  # ReLU (the study's nets): applied in place below
-
-    def predict(xT: np.ndarray) -> np.ndarray:
-        a = xT
-        for (W, b), relu in zip(layers, acts, strict=True):
-            a = W @ a + b
-            if relu:
-                np.maximum(a, 0, out=a)
-        return a
-
-    return predict
+STUDY = study.TableStudy("pruning", PruningConfig, ROWS, CONSTRAINTS, resumable=False)
 
 
 def best_times(
@@ -121,41 +109,27 @@ def best_times(
     return best
 
 
-def prune(model: nn.Module, method: str, amount: float, X_train: torch.Tensor) -> nn.Module:
-    if method.startswith("connections"):
-        return prune_connections(model, amount, scope=method.split("-")[1])
-    criterion = method.split("-")[1]
-    return prune_neurons(model, amount, criterion, X=X_train if criterion == "activity" else None)
-
-
-def run(cfg: dict, f: BinaryIO, rows: list[dict]) -> list[dict]:
-    """Train, then prune, fine-tune and time every (method, fraction); rows appended to ``f``."""
+def run(cfg: PruningConfig, out: ResultsFile) -> list[dict]:
+    """Train, then prune, fine-tune and time every (method, fraction); rows written as made."""
     torch.set_num_threads(1)
-    splits = three_way_split(load_dataset(cfg["dataset"]), 0.5, cfg["test_fraction"], cfg["seed"])
+    splits = three_way_split(load_dataset(cfg.dataset), 0.5, cfg.test_fraction, cfg.seed)
     Xtr, ytr = (torch.from_numpy(a) for a in splits.train)
     Xte, yte = (torch.from_numpy(a) for a in splits.test)
-    sizes = [Xtr.shape[1], *cfg["hidden"], splits.n_classes]
-    base = build_mlp(sizes, cfg["activation"], seed=cfg["seed"])
+    sizes = [Xtr.shape[1], *cfg.hidden, splits.n_classes]
+    base = build_mlp(sizes, cfg.activation, seed=cfg.seed)
     t0 = time.perf_counter()
-    train(
-        base,
-        Xtr,
-        ytr,
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        lr=cfg["lr"],
-        seed=cfg["seed"],
-    )
+    fit = {"batch_size": cfg.batch_size, "epochs": cfg.epochs, "lr": cfg.lr, "seed": cfg.seed}
+    train(base, Xtr, ytr, **fit)
     print(
         f"trained {sizes} in {time.perf_counter() - t0:.1f} s: test accuracy "
         f"{accuracy(base, Xte, yte):.4f}",
         flush=True,
     )
     xT, x1 = np.ascontiguousarray(Xte.numpy().T), Xte[:1]
-    tag = {"config_hash": study.config_hash(cfg)}
-    for method in cfg["methods"]:
-        for amount in cfg["fractions"]:
-            net = prune(base, method, amount, Xtr)
+    rows: list[dict] = []
+    for method in cfg.methods:
+        for amount in cfg.fractions:
+            net = prune_by(base, method, amount, Xtr)
             csr = csr_predictor(net)
             with torch.inference_mode():
                 t = best_times(
@@ -164,8 +138,8 @@ def run(cfg: dict, f: BinaryIO, rows: list[dict]) -> list[dict]:
                         "dense_one": lambda n=net: n(x1),
                         "sparse_batch": lambda p=csr: p(xT),
                     },
-                    cfg["timing_min_time"],
-                    cfg["timing_repeats"],
+                    cfg.timing_min_time,
+                    cfg.timing_repeats,
                 )
             n_params = sum(p.numel() for p in net.parameters())
             common = {
@@ -179,24 +153,17 @@ def run(cfg: dict, f: BinaryIO, rows: list[dict]) -> list[dict]:
                 "predict_batch_sparse_s": t["sparse_batch"],
                 "test_samples": len(Xte),
                 "load1": os.getloadavg()[0],
-                "config": cfg,
+                "config": study.as_dict(cfg),
             }
             accs = [accuracy(net, Xte, yte)]
-            if cfg["finetune_epochs"] > 0:  # in place: the pruned net is measured already
-                finetune(
-                    net,
-                    Xtr,
-                    ytr,
-                    epochs=cfg["finetune_epochs"],
-                    lr=cfg["finetune_lr"],
-                    batch_size=cfg["batch_size"],
-                    seed=cfg["seed"] + 1,
-                )
+            if cfg.finetune_epochs > 0:  # in place: the pruned net is measured already
+                tune = {"epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr, "seed": cfg.seed + 1}
+                finetune(net, Xtr, ytr, batch_size=cfg.batch_size, **tune)
                 accs.append(accuracy(net, Xte, yte))
             for tuned_flag, acc in zip((False, True), accs, strict=False):
-                row = {**common, "finetuned": tuned_flag, "test_acc": acc, **tag}
+                row = {**common, "finetuned": tuned_flag, "test_acc": acc}
+                out.write([row])
                 rows.append(row)
-                append_rows(f, [row])
             print(
                 f"{method:19s} a={amount:.1f} params={n_params:6d} "
                 f"acc={accs[0]:.4f}"
@@ -213,7 +180,7 @@ def table(rows: list[dict]) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     fracs = sorted({r["fraction"] for r in rows})
     get = {(r["method"], r["fraction"], r["finetuned"]): r for r in rows}
-    lines = ["| fraction | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    body = []
     for a in fracs:
         cells = []
         for m in methods:
@@ -226,58 +193,37 @@ def table(rows: list[dict]) -> str:
                 + (f" ({rt['test_acc']:.3f})" if rt else "")
                 + f", {dense} ms"
             )
-        lines.append(f"| {a:.1f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append([f"{a:.1f}", *cells])
+    return markdown_table(["fraction", *methods], body)
 
 
 def plot(rows: list[dict], path: str | Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     colors = dict(zip(METHODS, ("tab:blue", "tab:cyan", "tab:red", "tab:orange"), strict=True))
+
+    def series(m: str, tuned: bool) -> list[dict]:
+        chosen = (r for r in rows if r["method"] == m and r["finetuned"] == tuned)
+        return sorted(chosen, key=lambda r: r["fraction"])
+
     for m in dict.fromkeys(r["method"] for r in rows):
         for tuned, style in ((False, "o-"), (True, "s--")):
-            rs = sorted(
-                (r for r in rows if r["method"] == m and r["finetuned"] == tuned),
-                key=lambda r: r["fraction"],
-            )
-            if rs:
-                ax1.plot(
-                    [r["fraction"] for r in rs],
-                    [r["test_acc"] for r in rs],
-                    style,
-                    color=colors[m],
-                    ms=4,
-                    label=m + (" + fine-tune" if tuned else ""),
-                )
-        rs = sorted(
-            (r for r in rows if r["method"] == m and not r["finetuned"]),
-            key=lambda r: r["fraction"],
-        )
-        fr = [r["fraction"] for r in rs]
-        ax2.plot(
-            fr,
-            [r["predict_batch_dense_s"] * 1e3 for r in rs],
-            "o-",
-            color=colors[m],
-            ms=4,
-            label=f"{m} (dense)",
-        )
+            if rs := series(m, tuned):
+                x, y = [r["fraction"] for r in rs], [r["test_acc"] for r in rs]
+                label = m + (" + fine-tune" if tuned else "")
+                ax1.plot(x, y, style, color=colors[m], ms=4, label=label)
+        rs = series(m, False)
+        curves = [("predict_batch_dense_s", "o-", 4, "dense")]
         if m.startswith("connections"):
-            ax2.plot(
-                fr,
-                [r["predict_batch_sparse_s"] * 1e3 for r in rs],
-                "x:",
-                color=colors[m],
-                label=f"{m} (CSR)",
-            )
-    n_test = rows[0]["test_samples"]
-    ax1.set(
-        xlabel="fraction pruned (of weights, or of hidden neurons)",
-        ylabel="test accuracy",
-        title=f"Accuracy after pruning ({'-'.join(map(str, rows[0]['sizes']))} at 0)",
-    )
+            curves.append(("predict_batch_sparse_s", "x:", None, "CSR"))
+        for key, style, ms, kind in curves:
+            x, y = [r["fraction"] for r in rs], [r[key] * 1e3 for r in rs]
+            ax2.plot(x, y, style, color=colors[m], ms=ms, label=f"{m} ({kind})")
+    xlabel = "fraction pruned (of weights, or of hidden neurons)"
+    sizes = "-".join(map(str, rows[0]["sizes"]))
+    ax1.set(xlabel=xlabel, ylabel="test accuracy", title=f"Accuracy after pruning ({sizes} at 0)")
     ax2.set(
-        xlabel="fraction pruned (of weights, or of hidden neurons)",
-        ylabel=f"predict CPU time, batch of {n_test} (ms)",
+        xlabel=xlabel,
+        ylabel=f"predict CPU time, batch of {rows[0]['test_samples']} (ms)",
         title="Predict time (1 thread, best of rounds)",
     )
     for ax in (ax1, ax2):
@@ -287,17 +233,7 @@ def plot(rows: list[dict], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study.table_study(
-        "pruning",
-        __doc__,
-        DEFAULTS,
-        argv,
-        check=check,
-        run=run,
-        plot=plot,
-        table=table,
-        resumable=False,
-    )
+    return study.table_study(STUDY, __doc__, argv, run=run, plot=plot, table=table)
 
 
 if __name__ == "__main__":

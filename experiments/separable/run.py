@@ -8,7 +8,7 @@ through ``splitnet.sgd`` on the same seeded splits, and records per (variant, se
 accuracy and the costs of ``splitnet.nets.separable.costs``: parameters by ``numel`` and
 multiply-adds by forward hooks, beside the closed forms K*K*N*M and K*K*N + N*M.
 
-Resumable: one JSON line per (variant, seed) is appended to ``results/separable/separable.jsonl``
+Resumable: one JSON line per (variant, seed) is written to ``results/separable/separable.jsonl``
 as it completes, and a rerun skips the recorded cells (a cell depends on its seed only). The
 figure and the markdown table are drawn from that file alone.
 """
@@ -17,67 +17,87 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from splitnet import study
+from splitnet.analysis import markdown_table
 from splitnet.data import Splits, load_dataset, three_way_split
 from splitnet.nets.cnn import CNN
 from splitnet.nets.separable import costs
-from splitnet.results import append_rows
+from splitnet.results import Layout, ResultsFile
 from splitnet.sgd import accuracy, train
+from splitnet.validation import Each, Interval
 
-DEFAULTS = {
-    "dataset": "digits",
-    "seeds": [0, 1, 2],
-    "epochs": 8,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "channels": [32, 64],
-    "kernel_size": 0,
-    "dense": 0,
-    "dropout": 0.25,
-    "test_fraction": 0.25,
-}
 VARIANTS = ("standard", "separable")
+ROWS = Layout(key=("variant", "seed"))
 
 
-def check(cfg: dict, _args: object = None) -> dict:
-    for key in ("epochs", "batch_size"):
-        if int(cfg[key]) < 1:
-            raise ValueError(f"{key}={cfg[key]} must be >= 1")
-    if not cfg["seeds"]:
+@dataclass(frozen=True)
+class SeparableConfig:
+    """The study's TOML (experiments/separable/config.toml says what each key does)."""
+
+    dataset: str = "digits"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 1e-3
+    channels: tuple[int, ...] = (32, 64)
+    kernel_size: int = 0
+    dense: int = 0
+    dropout: float = 0.25
+    test_fraction: float = 0.25
+
+
+CONSTRAINTS = {
+    "seeds": Each(Interval(0)),
+    "epochs": Interval(1),
+    "batch_size": Interval(1),
+    "lr": Interval(0, None, "neither"),
+    "channels": Each(Interval(1)),
+    "kernel_size": Interval(0),
+    "dense": Interval(0),
+    "dropout": Interval(0, 1),
+    "test_fraction": Interval(0, 1, "neither"),
+}
+
+
+def check(cfg: SeparableConfig) -> None:
+    if not cfg.seeds:
         raise ValueError("seeds=[] must name at least one seed")
-    if len(cfg["channels"]) != 2 or min(cfg["channels"]) < 1:
-        raise ValueError(f"channels={cfg['channels']} must be two positive integers")
-    return cfg
+    if len(cfg.channels) != 2:
+        raise ValueError(f"channels={list(cfg.channels)} must be two positive integers")
 
 
-def train_eval(cfg: dict, separable: bool, seed: int, splits: Splits) -> dict[str, Any]:
+STUDY = study.TableStudy("separable", SeparableConfig, ROWS, CONSTRAINTS, check)
+
+
+def train_eval(cfg: SeparableConfig, separable: bool, seed: int, splits: Splits) -> dict[str, Any]:
     """Train one CNN with Adam for ``epochs``; its test accuracy, losses and costs."""
     torch.manual_seed(seed)  # the initial weights and the dropout masks
     model = CNN(
         splits.image_shape,
         splits.n_classes,
-        tuple(cfg["channels"]),
-        cfg["kernel_size"] or None,
-        cfg["dense"] or None,
-        cfg["dropout"],
+        cfg.channels,
+        cfg.kernel_size or None,
+        cfg.dense or None,
+        cfg.dropout,
         separable,
     )
     t0 = time.perf_counter()
     losses = train(
         model,
         *splits.train,
-        epochs=cfg["epochs"],
-        batch_size=cfg["batch_size"],
-        lr=cfg["lr"],
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
         seed=seed,  # the minibatch order: one seeded permutation per epoch
-        optimizer=lambda ps: torch.optim.Adam(ps, lr=cfg["lr"]),
+        optimizer=lambda ps: torch.optim.Adam(ps, lr=cfg.lr),
     )
     return {
         "variant": VARIANTS[separable],
@@ -89,23 +109,21 @@ def train_eval(cfg: dict, separable: bool, seed: int, splits: Splits) -> dict[st
     }
 
 
-def run(cfg: dict, f: BinaryIO, rows: list[dict]) -> list[dict]:
-    """Every (seed, variant) cell not among ``rows``, appended to ``f``; returns all rows."""
+def run(cfg: SeparableConfig, out: ResultsFile) -> list[dict]:
+    """Every (variant, seed) cell not yet in ``out``, written as it completes; all rows."""
     torch.set_num_threads(1)
-    done = {r["key"] for r in rows}
-    ds = load_dataset(cfg["dataset"])
-    for seed in cfg["seeds"]:
+    rows = out.rows
+    ds = load_dataset(cfg.dataset)
+    for seed in cfg.seeds:
         # pretrain + remaining = the training set; the pretrain fraction only matters to the
         # splitting studies, so any value in (0, 1) gives the same train/test partition.
         splits = None
         for separable in (False, True):
-            key = f"{VARIANTS[separable]}|{seed}"
-            if key in done:
+            if (VARIANTS[separable], seed) in out.done:
                 continue
-            splits = splits or three_way_split(ds, 0.5, cfg["test_fraction"], seed)
-            row = train_eval(cfg, separable, seed, splits)
-            row.update(key=key, config_hash=study.config_hash(cfg), config=cfg)
-            append_rows(f, [row])
+            splits = splits or three_way_split(ds, 0.5, cfg.test_fraction, seed)
+            row = {**train_eval(cfg, separable, seed, splits), "config": study.as_dict(cfg)}
+            out.write([row])
             rows.append(row)
             print(
                 f"seed={seed} {row['variant']:9s} acc={row['test_accuracy']:.4f} "
@@ -144,21 +162,23 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
 
 
 def table(rows: list[dict]) -> str:
-    s = summarize(rows)
-    lines = [
-        "| conv 2 | conv-2 weights (numel / closed form) | conv-2 mult-adds (hooks / closed "
-        "form) | CNN params | CNN mult-adds | test accuracy (mean ± std) | train s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for v, d in s.items():
-        lines.append(
-            f"| {v} | {d['conv2_weights']:,} / {d['conv2_weights_closed_form']:,} | "
-            f"{d['conv2_mult_adds']:,} / {d['conv2_mult_adds_closed_form']:,} | "
-            f"{d['params_total']:,} | {d['mult_adds_total']:,} | "
-            f"{d['acc_mean']:.4f} ± {d['acc_std']:.4f} (n={d['n']}) | "
-            f"{d['seconds']:.1f} |"
+    header = (
+        "conv 2|conv-2 weights (numel / closed form)|conv-2 mult-adds (hooks / closed form)|"
+        "CNN params|CNN mult-adds|test accuracy (mean ± std)|train s"
+    ).split("|")
+    body = [
+        (
+            v,
+            f"{d['conv2_weights']:,} / {d['conv2_weights_closed_form']:,}",
+            f"{d['conv2_mult_adds']:,} / {d['conv2_mult_adds_closed_form']:,}",
+            f"{d['params_total']:,}",
+            f"{d['mult_adds_total']:,}",
+            f"{d['acc_mean']:.4f} ± {d['acc_std']:.4f} (n={d['n']})",
+            f"{d['seconds']:.1f}",
         )
-    return "\n".join(lines) + "\n"
+        for v, d in summarize(rows).items()
+    ]
+    return markdown_table(header, body, "lrrrrrr") + "\n"
 
 
 def plot(rows: list[dict], path: str | Path) -> None:
@@ -196,9 +216,7 @@ def plot(rows: list[dict], path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return study.table_study(
-        "separable", __doc__, DEFAULTS, argv, check=check, run=run, plot=plot, table=table
-    )
+    return study.table_study(STUDY, __doc__, argv, run=run, plot=plot, table=table)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ The selection is ``torch.topk(|w|, k, largest=False)`` on the same flattened ten
 the weights concatenated in module order), so the masks equal ``torch.nn.utils.prune``'s
 ``l1_unstructured`` / ``global_unstructured(L1Unstructured)`` bit for bit, ties included.
 ``threshold=t`` prunes instead every ``|w| < t``. Biases are never pruned (the slides' ``Ab``).
-A zeroed weight still costs a multiply in a dense matmul: see ``experiments/pruning/run.py``.
+A zeroed weight still costs a multiply in a dense matmul; ``csr_predictor`` runs the forward
+on ``scipy.sparse`` CSR matrices, which skip them (``experiments/pruning/run.py`` times both).
 
 Neurons. Hidden neuron j of layer l is scored by the L2 (or L1) norm of its incoming row
 ``W_l[j, :]``, or by its mean ``|a_j|`` on data X (``criterion="activity"``); per hidden layer
@@ -27,12 +28,14 @@ from __future__ import annotations
 
 import copy
 import numbers
+from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..model import activation_fn, parse_sequential
+from ..model import ACTIVATIONS, activation_fn, parse_sequential
 from ..sgd import minibatches, sgd
 
 CRITERIA = ("l2", "l1", "activity")
@@ -204,6 +207,21 @@ def prune_neurons(
     return out
 
 
+METHODS = ("connections-layer", "connections-global", "neurons-l2", "neurons-activity")
+
+
+def prune_by(module: nn.Module, method: str, amount: Amount, X: Data | None = None) -> nn.Module:
+    """A pruned copy of ``module`` by a named method of ``METHODS``: ``connections-<scope>``
+    (``prune_connections``, scope "layer" or "global") or ``neurons-<criterion>``
+    (``prune_neurons``; "activity" scores the neurons on ``X``)."""
+    kind, _, how = method.partition("-")
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {', '.join(METHODS)}")
+    if kind == "connections":
+        return prune_connections(module, amount, scope=how)
+    return prune_neurons(module, amount, how, X=X if how == "activity" else None)
+
+
 # -- fine-tuning ----------------------------------------------------------------------------
 
 
@@ -237,3 +255,39 @@ def finetune(
         grad_masks=masks,
     )
     return module
+
+
+# -- a sparse forward --------------------------------------------------------------------------
+
+
+def csr_predictor(module: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """The forward of a Linear/activation stack on its weights as CSR matrices, feature-major::
+
+        a_0 = x^T (d_in, B),   a_l = f(W_l a_{l-1} + b_l),   returns a_L (d_out, B)
+
+    equal to ``module(x).T`` up to float rounding; f from ``model.ACTIVATIONS``. Only the
+    nonzero weights are multiplied, so pruned connections cost nothing here."""
+    by_module = {a.module: a.fn for a in ACTIVATIONS.values()}
+    layers: list[tuple[sp.csr_matrix, np.ndarray]] = []
+    fns: list[Callable[[torch.Tensor], torch.Tensor] | None] = []
+    for m in module:
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            W, b = m.weight.detach().numpy(), m.bias.detach().numpy()
+            layers.append((sp.csr_matrix(W), b[:, None]))
+            fns.append(None)
+        elif type(m) in by_module and fns and fns[-1] is None:
+            fns[-1] = by_module[type(m)]
+        else:
+            raise ValueError(
+                f"csr_predictor takes Linear (with bias) and activation layers, got {m}"
+            )
+
+    def predict(xT: np.ndarray) -> np.ndarray:
+        a = xT
+        for (W, b), f in zip(layers, fns, strict=True):
+            a = W @ a + b
+            if f is not None:  # torch's f on the array, shared not copied
+                a = f(torch.from_numpy(a)).numpy()
+        return a
+
+    return predict
