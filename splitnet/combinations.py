@@ -158,6 +158,8 @@ def rank_rg(rg: np.ndarray, k: int) -> int:
 
 
 def unrank_rg(rank: int, width: int, k: int) -> np.ndarray:
+    """The restricted-growth string of ``width`` labels < k at ``rank`` in the canonical order
+    (``rank_rg``'s inverse), walking the completion counts instead of enumerating."""
     counts: list[int] = []
     out = np.empty(width, dtype=np.int64)
     for i in range(width):

@@ -36,6 +36,9 @@ MAX_SEED = 2**32 - 2  # scikit-learn takes random_state < 2**32; the data split 
 
 @dataclass(frozen=True)
 class DataConfig:
+    """``[data]``: which dataset, and the seeded stratified split into pretrain / remaining
+    (/ validation) / test."""
+
     name: str = "digits"
     path: str = ""  # IDX directory or .npz file (name = "idx"), e.g. full MNIST / Fashion-MNIST
     pretrain_fraction: float = 0.3  # of the training data, used to pretrain the unsplit net
@@ -57,6 +60,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
+    """``[split]``: how the hidden units are grouped, which pieces a split yields, how they are
+    recombined, and the strategy that picks the combinations (every one, a sample, a search)."""
+
     strategy: str = "exhaustive"
     groups: int = 2
     variant: str = "straight"
@@ -78,6 +84,8 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """``[train]``: the budgets and the SGD of pretraining, pieces and the baseline alike."""
+
     pretrain_epochs: int = 30
     piece_epochs: int = 10
     batch_size: int = 32
@@ -92,6 +100,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """One experiment: its seeds and sections. Frozen; ``hash()`` names what made a row."""
+
     seed: int = 0
     # seed: the data split and the pretrained net. seeds = [0, 1, 2] trains every combination's
     # pieces (and the baseline) once per seed, rows carry "seed"; empty means [seed]

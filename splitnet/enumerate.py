@@ -36,6 +36,7 @@ PIECES_PER_RANK = {"loop": 8, "batched": 512}  # chunk size: pieces each rank tr
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The driver's command line (``--help`` documents every flag)."""
     ap = argparse.ArgumentParser(
         prog="python -m splitnet.enumerate",
         description=__doc__,

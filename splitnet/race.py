@@ -263,6 +263,7 @@ def race_all(
 
 # -- setup ------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The race's command line (``--help`` documents every flag)."""
     ap = argparse.ArgumentParser(
         prog="python -m splitnet.race",
         description=__doc__,

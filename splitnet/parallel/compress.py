@@ -125,6 +125,8 @@ class Compressor:
 
 
 class NoCompression(Compressor):
+    """Every entry sent (the dense reference): a threshold of 0."""
+
     name = "none"
 
     def _select(self, a):
