@@ -13,9 +13,16 @@ import torch
 from conftest import load_study_script, run_mpi
 
 from splitnet.parallel import dataparallel as program
-from splitnet.parallel import dp
+from splitnet.parallel import dp, sparsification
 from splitnet.parallel.dataparallel import DPConfig
-from splitnet.study import load_study
+from splitnet.study import load_config
+
+
+def load(toml) -> sparsification.SparsificationConfig:
+    """The sparsification study's config as its script loads it (checked, ``--datasets`` unset)."""
+    cfg = load_config(toml, sparsification.SparsificationConfig, sparsification.CONSTRAINTS)
+    return sparsification.with_datasets(cfg, "", toml.parent / "results")
+
 
 REQUIRED = {"iteration", "threshold", "fraction_sent", "bytes_sent", "dense_bytes", "train_loss"}
 TINY = ["--channels", "2,3", "--dense", "8", "--batch-size", "8", "--quiet"]
@@ -197,13 +204,13 @@ def test_two_ranks_match_single_process_and_stay_identical(tmp_path):
 
 
 def test_study_config_runs_and_table(tmp_path):
-    study = load_study_script("sparsification")
+    study = sparsification
     toml = tmp_path / "s.toml"
     toml.write_text(
         'compressors = ["none", "topk"]\nresidual = [true, false]\n'
         'datasets = ["digits"]\n[digits]\niterations = 2\n'
     )
-    cfg = study.check(load_study(toml, study.DEFAULTS))
+    cfg = load(toml)
     assert study.run_names(cfg) == [
         ("digits", "none", True),
         ("digits", "topk", True),
@@ -239,7 +246,8 @@ def test_study_config_runs_and_table(tmp_path):
         )
         path = study.result_path(tmp_path, ds, comp, res)
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    text = study.table(study.load_runs(cfg, tmp_path, "digits"), "digits")
+    table = load_study_script("sparsification").table
+    text = table(study.load_runs(cfg, tmp_path, "digits"), "digits")
     assert "| topk | yes | 0.9000 | +0.0 | 0.0100 | 84 | 4.8x |" in text
     assert "| topk | no | 0.8000 | -10.0 |" in text
     bad = tmp_path / "bad.toml"
@@ -257,4 +265,4 @@ def test_study_config_runs_and_table(tmp_path):
     ):
         bad.write_text(text)
         with pytest.raises(ValueError, match=re.escape(word)):
-            study.check(load_study(bad, study.DEFAULTS))
+            load(bad)

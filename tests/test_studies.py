@@ -58,7 +58,9 @@ def refusal(name: str, argv: list[str], capsys) -> str:
         ("resplit", "[rounds]\nresplit_every = [0]\n", "rounds.resplit_every[0]=0 must be >= 1"),
         ("resplit", "[rounds]\ncolour = 1\n", "unknown key rounds.colour"),
         ("resplit", 'norms = ["layer"]\n', "norms[0]='layer' is not one of none, batch"),
-        ("sparsification", "digits = 1\n", "digits=1"),
+        ("sparsification", "digits = 1\n", "[digits] must be a table, got 1"),
+        ("sparsification", "ranks = 0\n", "ranks=0 must be >= 1"),
+        ("sparsification", "[mnist]\nlr = 0\n", "mnist.lr=0.0 must be a finite number > 0"),
     ],
 )
 def test_a_bad_config_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, name, text, word):
@@ -220,3 +222,15 @@ def test_the_resplit_study_runs_both_architectures_and_resumes(tmp_path, monkeyp
     cfg.write_text(RESPLIT_BOTH.replace("piece_epochs = 1", "piece_epochs = 2"))
     err = refusal("resplit", [str(cfg), "--skip-independence"], capsys)
     assert "rows of another config" in err
+
+
+def test_the_sparsification_datasets_override_is_checked(tmp_path, monkeypatch, capsys):
+    """``--datasets`` replaces the config's list and is checked like it."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('compressors = ["none"]\n')
+    err = refusal("sparsification", [str(cfg), "--datasets", "digits,cifar"], capsys)
+    assert "datasets[1]='cifar' is not one of digits, mnist, idx" in err
+    cfg.write_text('compressors = ["none"]\n[idx]\ndata_path = "nowhere.npz"\n')
+    err = refusal("sparsification", [str(cfg), "--datasets", "idx", "--plot-only"], capsys)
+    assert "idx.dataset='idx' needs an existing idx.data_path, got 'nowhere.npz'" in err

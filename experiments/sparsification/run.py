@@ -29,92 +29,42 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from splitnet import study
+from splitnet.analysis import markdown_table
 from splitnet.mpi import launch
 from splitnet.parallel import dataparallel as program
 from splitnet.parallel.compress import COMPRESSORS, wire_seconds
-from splitnet.results import ANY_ROWS, read_rows
+from splitnet.parallel.sparsification import (
+    CONSTRAINTS,
+    SparsificationConfig,
+    load_runs,
+    run_config,
+    run_names,
+    with_datasets,
+)
 
-# top-level keys, then one table of DPConfig fields per dataset (the --dataset values)
-DEFAULTS = dict(ranks=2, datasets=["digits"], compressors=list(COMPRESSORS), residual=[True, False])
-DEFAULTS |= dict(histogram_run="none", digits={}, mnist={}, idx={})
-RUN_OPTIONS = ("dataset", "compressor", "residual", "out", "quiet")  # set by the study, per run
-
-
-def check(cfg: dict, args: object = None) -> dict:
-    """The datasets override; known compressors; every run's DPConfig valid."""
-    if getattr(args, "datasets", ""):
-        cfg["datasets"] = args.datasets.split(",")
-    bad = [c for c in cfg["compressors"] if c not in COMPRESSORS]
-    if bad:
-        raise ValueError(f"compressors {bad} are not among {', '.join(COMPRESSORS)}")
-    if int(cfg["ranks"]) < 1:
-        raise ValueError(f"ranks={cfg['ranks']} must be >= 1")
-    missing = [d for d in cfg["datasets"] if d not in program.DATASETS or not cfg[d]]
-    if missing:
-        raise ValueError(f"datasets {missing} have no [table] of training options")
-    labels = [label(comp, res) for _, comp, res in run_names(cfg)]
-    if cfg["histogram_run"] not in labels:
-        raise ValueError(f"histogram_run={cfg['histogram_run']!r} is not among the runs {labels}")
-    for ds in cfg["datasets"]:
-        taken = sorted(set(cfg[ds]) & set(RUN_OPTIONS))
-        if taken:
-            raise ValueError(f"[{ds}] sets {taken}, which the study sets for every run")
-    for run in run_names(cfg):
-        run_config(cfg, *run, study.RESULTS / "sparsification")
-    return cfg
+NAME = "sparsification"
 
 
-def run_names(cfg: dict) -> list[tuple[str, str, bool]]:
-    """(dataset, compressor, residual) for every run; ``none`` once (nothing is left unsent)."""
-    out = []
-    for ds in cfg["datasets"]:
-        for c in cfg["compressors"]:
-            for res in [True] if c == "none" else cfg["residual"]:
-                out.append((ds, c, bool(res)))
-    return out
-
-
-def result_path(out: Path, ds: str, comp: str, res: bool) -> Path:
-    tail = "" if comp == "none" else ("_res" if res else "_nores")
-    return Path(out) / f"{ds}_{comp}{tail}.jsonl"
-
-
-def run_config(cfg: dict, ds: str, comp: str, res: bool, out: Path) -> program.DPConfig:
-    """One run: the run's own options, then the dataset's table (``digits.lr=0`` refused)."""
-    path = str(result_path(out, ds, comp, res))
-    mine = program.DPConfig(dataset=ds, compressor=comp, residual=res, out=path, quiet=True)
-    return program.from_dict(cfg[ds], ds, base=mine)
-
-
-def run_all(cfg: dict, out: Path) -> None:
+def run_all(cfg: SparsificationConfig, out: Path) -> None:
+    """Every run not complete, one ``mpiexec`` each; every recorded file is checked first
+    (``dataparallel.complete``: a file of other options is a ValueError)."""
     runs = [run_config(cfg, *run, out) for run in run_names(cfg)]
-    try:  # every recorded file checked before the first run
-        todo = [run for run in runs if not program.complete(run)]
-    except ValueError as e:
-        study.fail("sparsification", str(e))
+    todo = [run for run in runs if not program.complete(run)]
     for run in runs:
         if run not in todo:
             print(f"{run.out}: complete, skipped", flush=True)
             continue
         # not complete: nothing there, or a run cut short (rank 0 writes at the end): replace it
         args = ["-m", "splitnet.parallel.dataparallel", *program.to_argv(run), "--overwrite"]
-        print(f"mpiexec -n {cfg['ranks']} python -m mpi4py {' '.join(args)}", flush=True)
-        proc = launch(cfg["ranks"], args)
+        print(f"mpiexec -n {cfg.ranks} python -m mpi4py {' '.join(args)}", flush=True)
+        proc = launch(cfg.ranks, args)
         if proc.returncode:
             print(f"sparsification: {run.out}: exited {proc.returncode}", file=sys.stderr)
             raise SystemExit(proc.returncode)
 
 
-def load_runs(cfg: dict, out: Path, ds: str) -> dict[str, list[dict]]:
-    """label -> the rows of every recorded run of ``ds`` (its summary row last)."""
-    paths = {label(c, r): result_path(out, d, c, r) for d, c, r in run_names(cfg) if d == ds}
-    return {k: read_rows(p, ANY_ROWS) for k, p in paths.items() if p.exists()}
-
-
-def label(comp: str, res: bool) -> str:
-    return comp if comp == "none" else f"{comp}{'' if res else ' (no residual)'}"
-
-
+HEAD = "compressor|residual|final test acc|Δ vs none (pp)|mean fraction sent|bytes/rank/iter|"
+HEAD += "dense/sent|wire ms/iter @1 Gbit/s|replicas identical"
 COLOURS = dict(zip(COMPRESSORS, ["k", "C0", "C1", "C3", "C2"], strict=True))
 FLOOR = 1e-7  # log axes cannot show the dynamic rule's tau = 0
 
@@ -157,9 +107,9 @@ def plot_threshold(runs: dict, path: Path) -> None:
             a1.plot(it, [max(v, FLOOR) for v in tau], label=name, **style(name))
             a2.plot(*iterations(rows, "fraction_sent"), label=name, **style(name))
     a1.set(yscale="log", xlabel="iteration", ylabel="threshold τ in |a_i| > τ (rank 0)")
-    a1.set_title(f"threshold trend (τ = 0 drawn at {FLOOR:g})")
+    a1.set(title=f"threshold trend (τ = 0 drawn at {FLOOR:g})")
     a2.set(yscale="log", xlabel="iteration", ylabel="fraction of entries sent")
-    a2.set_title("fraction sent (all ranks)")
+    a2.set(title="fraction sent (all ranks)")
     handles, labels = a1.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     study.save_figure(fig, path, rect=(0, 0.1, 1, 1))
@@ -179,21 +129,22 @@ def plot_accuracy(runs: dict, path: Path) -> None:
 def table(runs: dict, ds: str) -> str:
     """Markdown: accuracy against bytes, means over the applied iterations 0..T-1."""
     base = runs["none"][-1]["final_test_accuracy"] if "none" in runs else None
-    lines = [f"**{ds}**", "", "| compressor | residual | final test acc | Δ vs none (pp) "
-             "| mean fraction sent | bytes/rank/iter | dense/sent | wire ms/iter @1 Gbit/s "
-             "| replicas identical |", "|" + "---|" * 9]  # fmt: skip
+    body = []
     for rows in runs.values():
         s, m = rows[-1], program.traffic(rows)
         acc, sent = s["final_test_accuracy"], m["bytes_sent"]
         delta = f"{100 * (acc - base):+.1f}" if base is not None else "n/a"
-        lines.append(
-            f"| {s['compressor']} | {'yes' if s['residual'] else 'no'} | {acc:.4f} | {delta} "
-            f"| {m['fraction_sent']:.4f} | {sent:,.0f} | {m['dense_bytes'] / sent:.1f}x "
-            f"| {1e3 * wire_seconds(sent):.3f} | {s['replicas_identical']} |"
+        body.append(
+            [s["compressor"], "yes" if s["residual"] else "no", f"{acc:.4f}", delta]
+            + [f"{m['fraction_sent']:.4f}", f"{sent:,.0f}", f"{m['dense_bytes'] / sent:.1f}x"]
+            + [f"{1e3 * wire_seconds(sent):.3f}", s["replicas_identical"]]
         )
     s = next(iter(runs.values()))[-1]
     dense = 4 * s["n_params"]
-    lines += [
+    lines = [
+        f"**{ds}**",
+        "",
+        markdown_table(HEAD.split("|"), body),
         "",
         f"{s['ranks']} MPI ranks, {s['n_params']:,} parameters, dense gradient "
         f"{dense:,} B = {1e3 * wire_seconds(dense):.3f} ms at 1 Gbit/s; "
@@ -204,20 +155,17 @@ def table(runs: dict, ds: str) -> str:
     return "\n".join(lines)
 
 
-def draw(cfg: dict, out: Path, figs: Path) -> None:
-    for ds in cfg["datasets"]:
-        runs, hist = load_runs(cfg, out, ds), cfg["histogram_run"]
+def draw(cfg: SparsificationConfig, out: Path, figs: Path) -> None:
+    for ds in cfg.datasets:
+        runs, hist = load_runs(cfg, out, ds), cfg.histogram_run
         if not runs:
             raise ValueError(f"no results for dataset {ds!r}; run without --plot-only first")
         if hist not in runs:
             raise ValueError(f"histogram_run={hist!r}: no results for it; run it first")
         name = "sparsification_{}" + ("" if ds == "digits" else f"_{ds}")  # digits: plain names
-        plot_histograms(
-            runs[hist],
-            figs / f"{name.format('histograms')}.png",
-            f"{ds}, run '{hist}': all weights (top); rank 0's gradient before "
-            "compression, a = g + r (bottom; r = 0 without residual); lines at 1σ, 2σ",
-        )
+        title = f"{ds}, run '{hist}': all weights (top); rank 0's gradient before compression, "
+        title += "a = g + r (bottom; r = 0 without residual); lines at 1σ, 2σ"
+        plot_histograms(runs[hist], figs / f"{name.format('histograms')}.png", title)
         plot_threshold(runs, figs / f"{name.format('threshold')}.png")
         plot_accuracy(runs, figs / f"{name.format('accuracy')}.png")
         text = table(runs, ds) + "\n"
@@ -226,21 +174,20 @@ def draw(cfg: dict, out: Path, figs: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, cfg = study.cli(
-        "sparsification",
-        __doc__,
-        DEFAULTS,
-        argv,
-        check=check,
-        options=[("--datasets", {"default": "", "help": "override the config's list, e.g. mnist"})],
-    )
-    out, figs = study.output_dirs("sparsification", args.figures)
-    if not args.plot_only:
-        run_all(cfg, out)
+    datasets = ("--datasets", {"default": "", "help": "override the config's list, e.g. mnist"})
+    spec = {"constraints": CONSTRAINTS, "options": [datasets]}
+    args, cfg = study.cli(NAME, __doc__, SparsificationConfig, argv, **spec)
     try:
+        cfg = with_datasets(cfg, args.datasets, study.RESULTS / NAME)
+    except ValueError as e:
+        study.fail(NAME, str(e))
+    out, figs = study.output_dirs(NAME, args.figures)
+    try:
+        if not args.plot_only:
+            run_all(cfg, out)
         draw(cfg, out, figs)
     except ValueError as e:
-        study.fail("sparsification", str(e))
+        study.fail(NAME, str(e))
     return 0
 
 
