@@ -138,3 +138,12 @@ def test_the_private_walk_finds_a_planted_use(tmp_path):
     (tmp_path / "b.py").write_text("from splitnet import race as r\nr._hash({})\n")
     found = private_uses(tmp_path)
     assert len(found) == 2 and "imports _x" in found[0] and "uses r._hash" in found[1]
+
+
+def test_modules_and_study_scripts_stay_small():
+    """No module of the package above 450 lines; a study script holds only its grid, its calls
+    into the library and its figure layout: at most 250 lines."""
+    big = [p for p in PACKAGE.rglob("*.py") if len(p.read_text().splitlines()) > 450]
+    assert big == []
+    studies = [p for p in (REPO / "experiments").glob("*/run.py")]
+    assert studies and [p for p in studies if len(p.read_text().splitlines()) > 250] == []
