@@ -128,7 +128,7 @@ def validate(cfg: DPConfig, prefix: str = "") -> None:
 
     if len(cfg.channels) != 2:
         raise ValueError(f"{key('channels')}={list(cfg.channels)} must be two integers, e.g. 32,64")
-    if cfg.dataset == "idx" and not Path(cfg.data_path).exists():
+    if cfg.dataset == "idx" and not (cfg.data_path and Path(cfg.data_path).exists()):
         raise ValueError(
             f"{key('dataset')}='idx' needs an existing {key('data_path')}, got {cfg.data_path!r}"
         )
